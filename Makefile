@@ -1,0 +1,42 @@
+# Every target sets itself up: a virtual environment in $(VENV), the project installed
+# into it, and the offline data. Override PYTHON or VENV on the command line if needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+# torch / torchvision come first and pinned: this pair imports together on the CPU.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test test-slow lint bench setup data clean
+
+demo: setup data
+	$(BIN)/nsr prepare
+
+test: setup data
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+test-slow: setup data
+	$(BIN)/python -m pytest -q -m slow
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup data
+	$(BIN)/python benchmarks/feature_cache.py
+
+setup: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+data:
+	@scripts/ensure-data.sh
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

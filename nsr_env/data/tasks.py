@@ -1,0 +1,131 @@
+"""Task splits: one dataset cut into tasks by class groups, or several datasets as tasks.
+
+A :class:`Task` holds indices into its dataset's train split (training subset) and test
+split (held-out subset), drawn per class by a seeded generator, so the same seed gives
+the same subsets on every machine. Labels inside a task are local: the position of the
+original class in ``Task.classes`` (task-incremental learning, one head per task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nsr_env.data.datasets import load_dataset
+
+# The default scenario's subsets: 500 training and 200 held-out images per class.
+DEFAULT_TRAIN_PER_CLASS = 500
+DEFAULT_EVAL_PER_CLASS = 200
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """One task: which classes of which dataset, and the sample indices it uses."""
+
+    index: int
+    name: str
+    dataset: str
+    classes: tuple[int, ...]
+    train_indices: np.ndarray
+    eval_indices: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def local_labels(self, labels: np.ndarray) -> np.ndarray:
+        """Map original dataset labels of this task's samples to 0..num_classes-1."""
+        lookup = np.full(int(max(self.classes)) + 1, -1, dtype=np.int64)
+        lookup[list(self.classes)] = np.arange(self.num_classes)
+        local = lookup[labels]
+        if (local < 0).any():
+            raise ValueError(f"task {self.name}: labels outside its classes {self.classes}")
+        return local
+
+
+def _per_class_subset(labels: np.ndarray, cls: int, count: int | None, seed: int, salt: int) -> np.ndarray:
+    pool = np.flatnonzero(labels == cls)
+    if count is None:
+        return pool
+    if count > len(pool):
+        raise ValueError(f"asked for {count} samples of class {cls}, the split has only {len(pool)}")
+    rng = np.random.default_rng([seed, salt, cls])
+    return np.sort(rng.choice(pool, size=count, replace=False))
+
+
+def _subset(labels: np.ndarray, classes: Sequence[int], count: int | None, seed: int, salt: int) -> np.ndarray:
+    return np.concatenate([_per_class_subset(labels, c, count, seed, salt) for c in classes])
+
+
+def class_split(
+    dataset: str,
+    class_groups: Sequence[Sequence[int]],
+    train_per_class: int | None = None,
+    eval_per_class: int | None = None,
+    seed: int = 0,
+    root: str | Path | None = None,
+    first_index: int = 0,
+) -> list[Task]:
+    """Cut ``dataset`` into one task per class group.
+
+    ``train_per_class`` / ``eval_per_class`` samples per class are drawn from the train /
+    test split (``None``: all of them). Groups must be non-empty and disjoint.
+    """
+    seen: set[int] = set()
+    for group in class_groups:
+        if len(group) == 0:
+            raise ValueError(f"class_groups holds an empty group: {list(class_groups)}")
+        if seen & set(group):
+            raise ValueError(f"class_groups overlap on classes {sorted(seen & set(group))}")
+        seen |= set(group)
+    for argument, value in (("train_per_class", train_per_class), ("eval_per_class", eval_per_class)):
+        if value is not None and value < 1:
+            raise ValueError(f"{argument}={value} must be at least 1 (or None for all samples)")
+    train = load_dataset(dataset, "train", root)
+    test = load_dataset(dataset, "test", root)
+    unknown = sorted(seen - set(np.unique(train.labels).tolist()))
+    if unknown:
+        raise ValueError(f"class_groups name classes {unknown} that {dataset} does not have")
+    tasks = []
+    for offset, group in enumerate(class_groups):
+        classes = tuple(int(c) for c in group)
+        tasks.append(
+            Task(
+                index=first_index + offset,
+                name=f"{dataset}{list(classes)}",
+                dataset=dataset,
+                classes=classes,
+                train_indices=_subset(train.labels, classes, train_per_class, seed, salt=0),
+                eval_indices=_subset(test.labels, classes, eval_per_class, seed, salt=1),
+            )
+        )
+    return tasks
+
+
+def consecutive_groups(num_classes: int, num_tasks: int) -> list[list[int]]:
+    """Classes 0..num_classes-1 in order, cut into ``num_tasks`` equal groups."""
+    if num_tasks < 1 or num_classes % num_tasks:
+        raise ValueError(f"num_tasks={num_tasks} must divide the {num_classes} classes evenly")
+    size = num_classes // num_tasks
+    return [list(range(start, start + size)) for start in range(0, num_classes, size)]
+
+
+def split_fashion_mnist(num_tasks: int = 5, **kwargs) -> list[Task]:
+    """Split-FashionMNIST: 5 tasks of 2 consecutive classes by default (offline)."""
+    return class_split("fashion_mnist", consecutive_groups(10, num_tasks), **kwargs)
+
+
+def split_cifar100(num_tasks: int = 10, **kwargs) -> list[Task]:
+    """Split-CIFAR-100: 10 tasks of 10 classes, or 20 tasks of 5 (needs the CIFAR-100 files)."""
+    return class_split("cifar100", consecutive_groups(100, num_tasks), **kwargs)
+
+
+FIVE_DATASETS = ("cifar10", "mnist", "svhn", "fashion_mnist", "notmnist")
+
+
+def dataset_tasks(datasets: Sequence[str] = FIVE_DATASETS, **kwargs) -> list[Task]:
+    """A list of datasets as tasks, each with all ten of its classes (5-Datasets by default)."""
+    return [class_split(name, [list(range(10))], first_index=i, **kwargs)[0] for i, name in enumerate(datasets)]

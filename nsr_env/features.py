@@ -1,0 +1,170 @@
+"""On-disk cache of what the frozen backbone computes: adapted-layer inputs and base outputs.
+
+One entry per (backbone weights, transform, dataset, split, sample indices), stored under
+``<cache>/features/<backbone>/<key>.pt`` where ``key`` hashes all of these. Entries are
+written to a temporary file in the same folder and renamed into place, so a killed
+extraction leaves no file that a later run would load; a stale temporary file is ignored.
+An entry that cannot be read, or whose recorded description differs from the request, is
+recomputed (with a warning) instead of trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from nsr_env.backbones import Backbone
+from nsr_env.data import Task, load_dataset
+from nsr_env.paths import cache_dir
+
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CachedFeatures:
+    """Frozen-path tensors of one sample subset.
+
+    ``inputs`` (N, P, in) feed the adapted layer; ``base_outputs`` (N, P, out) are its frozen
+    outputs ``inputs @ W0.T + b0``; ``labels`` (N,) are the dataset's original labels.
+    """
+
+    inputs: torch.Tensor
+    base_outputs: torch.Tensor
+    labels: torch.Tensor
+    indices: np.ndarray
+    key: str
+    path: Path
+    from_cache: bool
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def describe(backbone: Backbone, dataset: str, split: str, indices: np.ndarray) -> dict:
+    """Everything that affects an entry's content; its hash is the entry's key."""
+    indices = np.ascontiguousarray(indices, dtype="<i8")
+    return {
+        "format": CACHE_FORMAT,
+        "backbone": backbone.name,
+        "adapted_layer": backbone.adapted_layer,
+        "weights": backbone.fingerprint(),
+        "transform": backbone.transform.key(),
+        "dataset": dataset,
+        "split": split,
+        "num_samples": len(indices),
+        "indices_sha256": hashlib.sha256(indices.tobytes()).hexdigest(),
+    }
+
+
+def entry_key(description: dict) -> str:
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def extract(
+    backbone: Backbone, images: np.ndarray, batch_size: int = 256, progress: bool = True, label: str = ""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the frozen backbone over uint8 ``images``: (inputs, base_outputs)."""
+    inputs, base_outputs = [], []
+    batches = range(0, len(images), batch_size)
+    with torch.inference_mode():
+        for start in tqdm(batches, desc=f"features {label}".strip(), unit="batch", disable=not progress):
+            x = backbone.encode(backbone.transform(images[start : start + batch_size]))
+            inputs.append(x)
+            base_outputs.append(backbone.base_output(x))
+    return torch.cat(inputs), torch.cat(base_outputs)
+
+
+def _load_entry(path: Path, description: dict) -> dict | None:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload["description"] != json.dumps(description, sort_keys=True):
+            raise ValueError("its description differs from the request")
+        n = description["num_samples"]
+        if not (len(payload["inputs"]) == len(payload["base_outputs"]) == len(payload["labels"]) == n):
+            raise ValueError("its tensors do not hold the recorded number of samples")
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # truncated zip, unpickling error, missing key, ...
+        warnings.warn(f"feature cache entry {path} is unreadable ({error}); recomputing it", stacklevel=3)
+        return None
+    return payload
+
+
+def _write_atomically(payload: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def cached_features(
+    backbone: Backbone,
+    dataset: str,
+    split: str,
+    indices: np.ndarray,
+    *,
+    cache: str | Path | None = None,
+    data_root: str | Path | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> CachedFeatures:
+    """The frozen-path tensors of ``indices`` in ``dataset``/``split``, from disk when cached."""
+    indices = np.asarray(indices, dtype=np.int64)
+    description = describe(backbone, dataset, split, indices)
+    key = entry_key(description)
+    path = cache_dir(cache) / "features" / backbone.name / f"{key}.pt"
+    payload = _load_entry(path, description)
+    from_cache = payload is not None
+    if payload is None:
+        data = load_dataset(dataset, split, data_root)
+        inputs, base_outputs = extract(
+            backbone, data.images[indices], batch_size, progress, label=f"{dataset}/{split}"
+        )
+        payload = {
+            "description": json.dumps(description, sort_keys=True),
+            "inputs": inputs,
+            "base_outputs": base_outputs,
+            "labels": torch.from_numpy(data.labels[indices].copy()),
+        }
+        _write_atomically(payload, path)
+    return CachedFeatures(
+        inputs=payload["inputs"],
+        base_outputs=payload["base_outputs"],
+        labels=payload["labels"],
+        indices=indices,
+        key=key,
+        path=path,
+        from_cache=from_cache,
+    )
+
+
+@dataclass(frozen=True)
+class TaskFeatures:
+    """A task's cached training subset and held-out subset."""
+
+    task: Task
+    train: CachedFeatures
+    held_out: CachedFeatures
+
+
+def task_features(backbone: Backbone, tasks: list[Task], **kwargs) -> list[TaskFeatures]:
+    """Cached features of every task's two subsets (kwargs as in :func:`cached_features`)."""
+    return [
+        TaskFeatures(
+            task,
+            cached_features(backbone, task.dataset, "train", task.train_indices, **kwargs),
+            cached_features(backbone, task.dataset, "test", task.eval_indices, **kwargs),
+        )
+        for task in tasks
+    ]
