@@ -36,19 +36,25 @@ def prepare(args: argparse.Namespace) -> int:
     )
     features = task_features(backbone, tasks, cache=args.cache, data_root=args.data)
     elapsed = time.perf_counter() - started
-    print(f"\nSplit-FashionMNIST, {len(tasks)} tasks, backbone {backbone.name} "
-          f"(adapted layer {backbone.adapted_layer}: {backbone.in_features} -> {backbone.out_features}, "
-          f"input {backbone.transform.size}x{backbone.transform.size})")
+    print(
+        f"\nSplit-FashionMNIST, {len(tasks)} tasks, backbone {backbone.name} "
+        f"(adapted layer {backbone.adapted_layer}: {backbone.in_features} -> {backbone.out_features}, "
+        f"input {backbone.transform.size}x{backbone.transform.size})"
+    )
     print(f"{'task':<24}{'train':>7}{'held-out':>10}{'inputs (N,P,in)':>20}{'cache':>8}{'nearest-mean acc':>18}")
     total_bytes = 0
     for item in features:
         status = "hit" if item.train.from_cache and item.held_out.from_cache else "new"
         for part in (item.train, item.held_out):
             total_bytes += part.path.stat().st_size
-        print(f"{item.task.name:<24}{len(item.train):>7}{len(item.held_out):>10}"
-              f"{str(tuple(item.train.inputs.shape)):>20}{status:>8}{nearest_mean_accuracy(item, backbone):>18.3f}")
-    print(f"\nfeature cache: {cache_dir(args.cache) / 'features' / backbone.name} "
-          f"({total_bytes / 2**20:.0f} MiB for these tasks); took {elapsed:.1f} s")
+        print(
+            f"{item.task.name:<24}{len(item.train):>7}{len(item.held_out):>10}"
+            f"{tuple(item.train.inputs.shape)!s:>20}{status:>8}{nearest_mean_accuracy(item, backbone):>18.3f}"
+        )
+    print(
+        f"\nfeature cache: {cache_dir(args.cache) / 'features' / backbone.name} "
+        f"({total_bytes / 2**20:.0f} MiB for these tasks); took {elapsed:.1f} s"
+    )
     return 0
 
 

@@ -128,9 +128,7 @@ def cached_features(
     from_cache = payload is not None
     if payload is None:
         data = load_dataset(dataset, split, data_root)
-        inputs, base_outputs = extract(
-            backbone, data.images[indices], batch_size, progress, label=f"{dataset}/{split}"
-        )
+        inputs, base_outputs = extract(backbone, data.images[indices], batch_size, progress, label=f"{dataset}/{split}")
         payload = {
             "description": json.dumps(description, sort_keys=True),
             "inputs": inputs,

@@ -134,7 +134,13 @@ def load_notmnist(split: str, root: Path | None) -> ImageArray:
                 skipped += 1
                 continue
             labels.append(label)
-    return ImageArray("notmnist", split, np.stack(images), np.asarray(labels, np.int64), f"{folder} ({skipped} unreadable files skipped)")
+    return ImageArray(
+        "notmnist",
+        split,
+        np.stack(images),
+        np.asarray(labels, np.int64),
+        f"{folder} ({skipped} unreadable files skipped)",
+    )
 
 
 def _torchvision_dataset(

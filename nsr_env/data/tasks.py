@@ -38,12 +38,11 @@ class Task:
 
     def local_labels(self, labels: np.ndarray) -> np.ndarray:
         """Map original dataset labels of this task's samples to 0..num_classes-1."""
-        lookup = np.full(int(max(self.classes)) + 1, -1, dtype=np.int64)
-        lookup[list(self.classes)] = np.arange(self.num_classes)
-        local = lookup[labels]
-        if (local < 0).any():
-            raise ValueError(f"task {self.name}: labels outside its classes {self.classes}")
-        return local
+        labels = np.asarray(labels)
+        foreign = sorted(set(labels[~np.isin(labels, self.classes)].tolist()))
+        if foreign:
+            raise ValueError(f"task {self.name}: labels {foreign} are outside its classes {self.classes}")
+        return np.argmax(labels[:, None] == np.array(self.classes)[None, :], axis=1).astype(np.int64)
 
 
 def _per_class_subset(labels: np.ndarray, cls: int, count: int | None, seed: int, salt: int) -> np.ndarray:
