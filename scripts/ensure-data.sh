@@ -4,7 +4,14 @@
 # when apt-get can be used, or say exactly how to get the data and fail.
 set -euo pipefail
 debian_dir=/usr/share/datasets/fashion-mnist
-has_idx() { ls "$1"/train-images-idx3-ubyte* "$1"/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>&1; }
+has_idx() {
+  local file
+  for file in "$1"/train-images-idx3-ubyte* "$1"/fashion-mnist/train-images-idx3-ubyte* \
+              "$1"/FashionMNIST/raw/train-images-idx3-ubyte*; do
+    [ -f "$file" ] && return 0
+  done
+  return 1
+}
 
 if [ -n "${NSR_DATA:-}" ] && has_idx "$NSR_DATA"; then
   echo "data: Fashion-MNIST found in NSR_DATA=$NSR_DATA"; exit 0

@@ -85,13 +85,13 @@ def load_fashion_mnist(split: str, root: str | Path | None = None, download: boo
                 raise ValueError(f"{pair[0]} and {pair[1]} disagree on the number of samples")
             return ImageArray("fashion_mnist", split, images, labels.astype(np.int64), str(pair[0].parent))
     looked = ", ".join(str(c) for c in candidates)
-    hint = (
-        "Install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
-        "or put the four idx files in a folder and pass root=... or set NSR_DATA."
+    how_to = (
+        f"Looked for its idx files in {looked}. Install them with `sudo apt-get install dataset-fashion-mnist` "
+        "(Debian/Ubuntu), or put the four idx files in a folder and pass root=... or set NSR_DATA."
     )
     if not download:
-        raise DataNotFoundError(f"Fashion-MNIST {split} split not found in {looked}. {hint}")
-    return _torchvision_dataset("fashion_mnist", split, explicit, extra_hint=f"Looked in {looked}. {hint}")
+        raise DataNotFoundError(f"Fashion-MNIST {split} split not found. {how_to}")
+    return _torchvision_dataset("fashion_mnist", split, explicit, how_to=how_to)
 
 
 _TORCHVISION = {
@@ -144,16 +144,14 @@ def load_notmnist(split: str, root: Path | None) -> ImageArray:
 
 
 def _torchvision_dataset(
-    name: str, split: str, root: Path | None, download: bool = True, extra_hint: str = ""
+    name: str, split: str, root: Path | None, download: bool = True, how_to: str | None = None
 ) -> ImageArray:
     import torchvision
 
     folder = root if root is not None else cache_dir() / "data"
     cls = getattr(torchvision.datasets, _TORCHVISION[name])
     split_kwargs = {"split": split} if name == "svhn" else {"train": split == "train"}
-    how_to = (
-        f"Copy torchvision's {_TORCHVISION[name]} files into {folder}, pass root=..., or set NSR_DATA. {extra_hint}"
-    ).strip()
+    how_to = how_to or f"Copy torchvision's {_TORCHVISION[name]} files into {folder}, pass root=..., or set NSR_DATA."
     try:
         dataset = cls(str(folder), download=False, **split_kwargs)
     except RuntimeError:
@@ -163,9 +161,10 @@ def _torchvision_dataset(
             with contextlib.redirect_stdout(io.StringIO()):
                 dataset = cls(str(folder), download=True, **split_kwargs)
         except Exception as error:  # urllib, ssl and socket errors all mean "could not download"
+            lines = [line.strip() for line in str(error).splitlines() if len(line.strip()) > 2]
+            reason = lines[-1] if lines else type(error).__name__  # torchvision puts the cause last
             raise DataNotFoundError(
-                f"{name} {split} split is not in {folder} and could not be downloaded "
-                f"({type(error).__name__}: {error}). {how_to}"
+                f"{name} {split} split is not in {folder} and could not be downloaded ({reason}). {how_to}"
             ) from None
     images = np.asarray(dataset.data)
     if name == "svhn":
