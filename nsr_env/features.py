@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from nsr_env.atomic import atomic_write
 from nsr_env.backbones import Backbone
 from nsr_env.data import Task, load_dataset
 from nsr_env.paths import cache_dir
@@ -98,16 +98,6 @@ def _load_entry(path: Path, description: dict) -> dict | None:
     return payload
 
 
-def _write_atomically(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def cached_features(
     backbone: Backbone,
     dataset: str,
@@ -135,7 +125,7 @@ def cached_features(
             "base_outputs": base_outputs,
             "labels": torch.from_numpy(data.labels[indices].copy()),
         }
-        _write_atomically(payload, path)
+        atomic_write(path, lambda temporary: torch.save(payload, temporary))
     return CachedFeatures(
         inputs=payload["inputs"],
         base_outputs=payload["base_outputs"],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nsr_env.backbones.base import IMAGENET_MEAN, IMAGENET_STD, Backbone, ImageTransform
+from nsr_env.backbones.base import IMAGENET_MEAN, IMAGENET_STD, POOLS, Backbone, ImageTransform
 from nsr_env.backbones.efficientnet_lite import EfficientNetLite0
 from nsr_env.backbones.resnet import BackboneWeightsError, ResNet18
 from nsr_env.backbones.tiny_cnn import TinyCNN
@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "POOLS",
     "Backbone",
     "BackboneWeightsError",
     "EfficientNetLite0",

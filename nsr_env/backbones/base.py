@@ -20,6 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
+POOLS = {
+    "relu6_mean": lambda z: torch.nn.functional.relu6(z).mean(dim=1),
+    "relu_mean": lambda z: torch.relu(z).mean(dim=1),
+    "identity": lambda z: z.squeeze(1),
+}
+"""The frozen maps from adapted-layer outputs (N, P, out) to head features (N, D), by name."""
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -60,6 +67,7 @@ class Backbone(nn.Module, ABC):
 
     name: str
     adapted_layer: str  # the layer's name inside the original model, for the docs and the cache key
+    pool_kind: str  # a key of POOLS: what follows the adapted layer
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, transform: ImageTransform) -> None:
         super().__init__()
@@ -86,9 +94,9 @@ class Backbone(nn.Module, ABC):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Transformed images (N, 3, H, W) -> the adapted layer's inputs (N, P, in_features)."""
 
-    @abstractmethod
     def pool(self, z: torch.Tensor) -> torch.Tensor:
         """The adapted layer's outputs (N, P, out_features) -> features (N, D) for the task heads."""
+        return POOLS[self.pool_kind](z)
 
     def base_output(self, inputs: torch.Tensor) -> torch.Tensor:
         """The frozen adapted layer: ``inputs @ W0.T + b0``."""

@@ -38,6 +38,7 @@ class EfficientNetLite0(Backbone):
 
     name = "efficientnet_lite0"
     adapted_layer = "_conv_head+_bn1"
+    pool_kind = "relu6_mean"
 
     def __init__(self, image_size: int = 64) -> None:
         model = _load_pretrained().eval()
@@ -57,9 +58,6 @@ class EfficientNetLite0(Backbone):
         for block in self.blocks:
             x = block(x)  # drop connect is inactive in eval mode
         return x.flatten(2).transpose(1, 2)
-
-    def pool(self, z: torch.Tensor) -> torch.Tensor:
-        return nn.functional.relu6(z).mean(dim=1)
 
     def imagenet_logits(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet class scores of transformed images, through the split model."""

@@ -21,6 +21,7 @@ class ResNet18(Backbone):
 
     name = "resnet18"
     adapted_layer = "fc"
+    pool_kind = "identity"
 
     def __init__(self, image_size: int = 64) -> None:
         import torchvision
@@ -41,6 +42,3 @@ class ResNet18(Backbone):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(x).flatten(1).unsqueeze(1)
-
-    def pool(self, z: torch.Tensor) -> torch.Tensor:
-        return z.squeeze(1)

@@ -17,6 +17,7 @@ class TinyCNN(Backbone):
 
     name = "tiny_cnn"
     adapted_layer = "conv1x1"
+    pool_kind = "relu_mean"
 
     def __init__(self, image_size: int = 16, seed: int = 0, width: int = 16, out_features: int = 32) -> None:
         generator = torch.Generator().manual_seed(seed)
@@ -32,6 +33,3 @@ class TinyCNN(Backbone):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.convs(x).flatten(2).transpose(1, 2)
-
-    def pool(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.relu(z).mean(dim=1)
