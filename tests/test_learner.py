@@ -1,0 +1,187 @@
+"""The continual learner on SYNTHETIC features: phases, recall, distillation, divergence, determinism."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from nsr_env.adapters import LoRASlots
+from nsr_env.bank import compress
+from nsr_env.learner import FRESH, KEEP, ContinualLearner, LearnerConfig, TrainingDivergedError
+from nsr_env.scenarios import make_scenario, prepare
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return prepare(make_scenario("synthetic"), cache=tmp_path_factory.mktemp("cache"), progress=False)
+
+
+def learner_for(synthetic, seed=0, **config) -> ContinualLearner:
+    config = dataclasses.replace(synthetic.scenario.learner_config(), **config)
+    return ContinualLearner(synthetic.tasks, synthetic.pool_kind, config, seed=seed)
+
+
+def run_stream(learner: ContinualLearner, plan, steps=5) -> list[float]:
+    """plan: (task, slot, recall) per phase; returns every decision step's accuracy."""
+    accuracies = []
+    for task, slot, recall in plan:
+        learner.begin_phase(task, slot, recall)
+        accuracies += [learner.decision_step()[0] for _ in range(steps)]
+    learner.end_phase()
+    return accuracies
+
+
+PLAN = [(0, 0, FRESH), (1, 1, FRESH), (2, 0, FRESH), (0, 1, 0), (1, 1, KEEP)]
+
+
+def test_same_seed_same_numbers_and_another_seed_differs(synthetic):
+    first, second, other = (learner_for(synthetic, seed) for seed in (3, 3, 4))
+    a, b, c = (run_stream(learner, PLAN) for learner in (first, second, other))
+    assert a == b
+    assert a != c
+    for position in first.bank.positions():
+        assert torch.equal(first.bank.entries[position].factors.U, second.bank.entries[position].factors.U)
+
+
+def test_fresh_slot_adds_nothing_and_only_the_low_rank_path_and_head_train(synthetic):
+    learner = learner_for(synthetic)
+    frozen = [t.clone() for t in (synthetic.tasks[0].train_inputs, synthetic.tasks[0].train_base)]
+    learner.begin_phase(0, 0, FRESH)
+    assert torch.count_nonzero(learner.slots.delta(0)) == 0  # B = 0: standard LoRA init
+    head_before = [t.clone() for t in learner.heads[0]]
+    for _ in range(3):
+        learner.decision_step()
+    assert torch.count_nonzero(learner.slots.delta(0)) > 0
+    assert not torch.equal(learner.heads[0][0], head_before[0])
+    assert torch.equal(frozen[0], synthetic.tasks[0].train_inputs)
+    assert torch.equal(frozen[1], synthetic.tasks[0].train_base)
+    assert torch.count_nonzero(learner.slots.delta(1)) == 0  # the other slot was not touched
+
+
+def test_training_improves_held_out_accuracy(synthetic):
+    learner = learner_for(synthetic)
+    learner.begin_phase(1, 0, FRESH)
+    start, _ = learner.evaluate(1)
+    accuracies = [learner.decision_step()[0] for _ in range(20)]
+    assert max(accuracies[-5:]) > start + 0.2
+
+
+def test_recalling_its_own_entry_restores_a_task_exactly_with_lossless_compression(synthetic):
+    learner = learner_for(synthetic, svd_energy=1.0)
+    learner.begin_phase(0, 0, FRESH)
+    for _ in range(8):
+        learner.decision_step()
+    trained, _ = learner.evaluate(0)
+    position = learner.end_phase()
+    learner.begin_phase(1, 0, FRESH)  # overwrite the slot with another task
+    learner.decision_step()
+    source = learner.evaluate(0)[1]
+    assert source == "bank"  # task 0 holds no slot now: its bank entry answers for it
+    learner.begin_phase(0, 1, position)
+    assert learner.evaluate(0) == (trained, "slot")
+    assert torch.allclose(learner.slots.delta(1), learner.bank.entries[position].factors.delta(), atol=1e-5)
+
+
+def test_phase_end_refreshes_the_own_entry_and_copies_another_tasks(synthetic):
+    learner = learner_for(synthetic)
+    run_stream(learner, [(0, 0, FRESH)], steps=2)
+    (position,) = learner.bank.positions()
+    created = learner.bank.entries[position].created
+    run_stream(learner, [(0, 0, position)], steps=2)
+    entry = learner.bank.entries[position]
+    assert learner.bank.positions() == [position] and entry.created == created
+    assert entry.visits == 3  # reserved, recalled, refreshed
+    run_stream(learner, [(1, 1, position)], steps=2)  # task 1 warm-started from task 0's entry
+    assert len(learner.bank) == 2
+    assert learner.bank.entries[position].task_label == 0 and learner.bank.entries[position].visits == 4
+    assert learner.entry_of(1) != position
+
+
+def test_evaluation_sources_and_an_untrained_task_at_chance(synthetic):
+    learner = learner_for(synthetic)
+    accuracy, source = learner.evaluate(3)
+    assert source == "base" and accuracy == pytest.approx(0.5)  # all-zero logits: class 0 for all, balanced
+    learner.begin_phase(3, 0, FRESH)
+    assert learner.evaluate(3)[1] == "slot"
+    row = learner.evaluate_all()
+    assert row.shape == (len(synthetic.tasks),) and np.all((row >= 0) & (row <= 1))
+
+
+def logits_of(learner: ContinualLearner, task: int, inputs_of: int) -> torch.Tensor:
+    data = learner.tasks[inputs_of]
+    _, A, B, weight, bias = learner.predictor(task)
+    with torch.no_grad():
+        return learner._features(data.train_inputs, data.train_base, A, B) @ weight.T + bias
+
+
+@pytest.mark.parametrize("steps", [15])
+def test_distillation_keeps_the_other_users_outputs_close_to_their_snapshot(synthetic, steps):
+    drift = {}
+    for weight in (0.0, 5.0):
+        learner = learner_for(synthetic, distill_weight=weight)
+        learner.begin_phase(0, 0, FRESH)
+        for _ in range(steps):
+            learner.decision_step()
+        learner.begin_phase(1, 0, KEEP)  # task 1 shares task 0's slot
+        snapshot = logits_of(learner, 0, inputs_of=1)
+        for _ in range(steps):
+            learner.decision_step()
+        assert learner.slot_of(0) == 0 and learner.slot_of(1) == 0
+        drift[weight] = (logits_of(learner, 0, inputs_of=1) - snapshot).pow(2).mean().item()
+    assert drift[5.0] < 0.5 * drift[0.0]
+
+
+def test_a_nan_loss_is_reported_with_task_and_step_and_never_reaches_the_bank(synthetic):
+    poisoned = list(synthetic.tasks)
+    bad = poisoned[2]
+    inputs = bad.train_inputs.clone()
+    inputs[:] = float("nan")
+    poisoned[2] = dataclasses.replace(bad, train_inputs=inputs)
+    learner = ContinualLearner(poisoned, synthetic.pool_kind, synthetic.scenario.learner_config(), seed=0)
+    run_stream(learner, [(0, 0, FRESH)], steps=2)
+    bank_before = learner.bank.nbytes, learner.bank.positions()
+    learner.begin_phase(2, 1, FRESH)
+    delta_before = learner.slots.delta(1).clone()
+    with pytest.raises(TrainingDivergedError, match=r"synthetic\[2\].*nan.*decision step 0"):
+        learner.decision_step()
+    assert torch.equal(learner.slots.delta(1), delta_before)
+    assert (learner.bank.nbytes, learner.bank.positions()) == bank_before
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda learner: learner.begin_phase(9, 0, FRESH), "task=9"),
+        (lambda learner: learner.begin_phase(0, 5, FRESH), "slot=5"),
+        (lambda learner: learner.begin_phase(0, 0, 3), "recall=3 is not an occupied bank position"),
+        (lambda learner: learner.begin_phase(0, 0, "reuse"), "recall='reuse'"),
+        (lambda learner: learner.decision_step(), "begin_phase"),
+    ],
+)
+def test_bad_calls_name_the_argument(synthetic, call, message):
+    with pytest.raises((ValueError, RuntimeError), match=message):
+        call(learner_for(synthetic))
+
+
+def test_bad_config_and_empty_task_name_the_parameter(synthetic):
+    with pytest.raises(ValueError, match="slots=0"):
+        LoRASlots(0, 4, 16, 32)
+    with pytest.raises(ValueError, match="rank=17"):
+        LoRASlots(1, 17, 16, 32)
+    with pytest.raises(ValueError, match="lr=0"):
+        LearnerConfig(lr=0)
+    task = synthetic.tasks[0]
+    with pytest.raises(ValueError, match="task empty is empty"):
+        dataclasses.replace(task, name="empty", train_labels=task.train_labels[:0])
+
+
+def test_loading_factors_reproduces_their_delta_in_a_slot():
+    generator = torch.Generator().manual_seed(0)
+    delta = torch.randn(32, 3, generator=generator) @ torch.randn(3, 16, generator=generator)
+    slots = LoRASlots(2, 4, 16, 32, alpha=8)
+    slots.load(1, compress(delta, rank=3), generator)
+    assert torch.allclose(slots.delta(1), delta, atol=1e-4)
+    assert slots.A[1, 3].abs().sum() > 0 and torch.count_nonzero(slots.B[1, :, 3]) == 0  # spare direction starts fresh
