@@ -1,11 +1,11 @@
 """On-disk cache of what the frozen backbone computes: adapted-layer inputs and base outputs.
 
-One entry per (backbone weights, transform, dataset, split, sample indices), stored under
-``<cache>/features/<backbone>/<key>.pt`` where ``key`` hashes all of these. Entries are
-written to a temporary file in the same folder and renamed into place, so a killed
-extraction leaves no file that a later run would load; a stale temporary file is ignored.
-An entry that cannot be read, or whose recorded description differs from the request, is
-recomputed (with a warning) instead of trusted.
+One entry per (backbone weights, transform, dataset, split, sample indices, selected images
+and labels), stored under ``<cache>/features/<backbone>/<key>.pt`` where ``key`` hashes all
+of these. Entries are written to a temporary file in the same folder and renamed into
+place, so a killed extraction leaves no file that a later run would load; a stale
+temporary file is ignored. An entry that cannot be read, or whose recorded description
+differs from the request, is recomputed (with a warning) instead of trusted.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from tqdm.auto import tqdm
 
 from nsr_env.atomic import atomic_write
 from nsr_env.backbones import Backbone
-from nsr_env.data import Task, load_dataset
+from nsr_env.data import ImageArray, Task, load_dataset
 from nsr_env.paths import cache_dir
 
 CACHE_FORMAT = 1
+"""Bump it whenever the extraction code or the entry layout changes: nothing else in the key would notice."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,28 @@ class CachedFeatures:
         return len(self.labels)
 
 
-def describe(backbone: Backbone, dataset: str, split: str, indices: np.ndarray) -> dict:
+def _check_indices(indices: np.ndarray, data: ImageArray) -> None:
+    """Reject what numpy would accept silently: empty, float or negative (wrap-around) indices."""
+    valid = f"integers in 0..{len(data) - 1} (the {len(data)} samples of {data.name}/{data.split})"
+    if indices.ndim != 1 or len(indices) == 0:
+        raise ValueError(f"indices must be a non-empty 1-d array of {valid}, got shape {indices.shape}")
+    if not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"indices must be {valid}, got dtype {indices.dtype}")
+    if indices.min() < 0 or indices.max() >= len(data):
+        raise ValueError(f"indices must be {valid}, got values from {indices.min()} to {indices.max()}")
+
+
+def data_fingerprint(data: ImageArray, indices: np.ndarray) -> str:
+    """SHA-256 of the selected images and labels, so two data roots with different content never share an entry."""
+    digest = hashlib.sha256()
+    images = np.ascontiguousarray(data.images[indices])
+    digest.update(f"{images.dtype.str}{images.shape}".encode())
+    digest.update(images)
+    digest.update(np.ascontiguousarray(data.labels[indices], dtype="<i8"))
+    return digest.hexdigest()
+
+
+def describe(backbone: Backbone, data: ImageArray, indices: np.ndarray) -> dict:
     """Everything that affects an entry's content; its hash is the entry's key."""
     indices = np.ascontiguousarray(indices, dtype="<i8")
     return {
@@ -57,10 +79,11 @@ def describe(backbone: Backbone, dataset: str, split: str, indices: np.ndarray) 
         "adapted_layer": backbone.adapted_layer,
         "weights": backbone.fingerprint(),
         "transform": backbone.transform.key(),
-        "dataset": dataset,
-        "split": split,
+        "dataset": data.name,
+        "split": data.split,
         "num_samples": len(indices),
         "indices_sha256": hashlib.sha256(indices.tobytes()).hexdigest(),
+        "data_sha256": data_fingerprint(data, indices),
     }
 
 
@@ -109,15 +132,20 @@ def cached_features(
     batch_size: int = 256,
     progress: bool = True,
 ) -> CachedFeatures:
-    """The frozen-path tensors of ``indices`` in ``dataset``/``split``, from disk when cached."""
-    indices = np.asarray(indices, dtype=np.int64)
-    description = describe(backbone, dataset, split, indices)
+    """The frozen-path tensors of ``indices`` in ``dataset``/``split``, from disk when cached.
+
+    The dataset is loaded either way (it is kept in memory): the key hashes the selected images.
+    """
+    data = load_dataset(dataset, split, data_root)
+    indices = np.asarray(indices)
+    _check_indices(indices, data)
+    indices = indices.astype(np.int64, copy=False)
+    description = describe(backbone, data, indices)
     key = entry_key(description)
     path = cache_dir(cache) / "features" / backbone.name / f"{key}.pt"
     payload = _load_entry(path, description)
     from_cache = payload is not None
     if payload is None:
-        data = load_dataset(dataset, split, data_root)
         inputs, base_outputs = extract(backbone, data.images[indices], batch_size, progress, label=f"{dataset}/{split}")
         payload = {
             "description": json.dumps(description, sort_keys=True),

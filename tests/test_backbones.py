@@ -1,3 +1,7 @@
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -24,6 +28,28 @@ def test_transform_takes_rgb_channels_last():
     x = ImageTransform(size=10)(images)
     assert x.shape == (1, 3, 10, 10)
     assert x[0, 0].mean() > x[0, 1].mean()
+
+
+READ_ONLY_TRANSFORM = textwrap.dedent(
+    """
+    import warnings
+    import numpy as np
+    from nsr_env.backbones import ImageTransform
+
+    images = np.full((2, 28, 28), 7, np.uint8)
+    images.flags.writeable = False  # as load_dataset returns them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = ImageTransform(size=28)(images)
+    assert x.shape == (2, 3, 28, 28), x.shape
+    """
+)
+
+
+def test_transform_takes_read_only_arrays_without_a_warning():
+    # In a fresh process: torch warns about a non-writable array only once per process.
+    result = subprocess.run([sys.executable, "-c", READ_ONLY_TRANSFORM], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_transform_rejects_other_shapes():

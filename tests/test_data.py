@@ -1,8 +1,11 @@
 import gzip
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+import torchvision
 from PIL import Image
 
 from nsr_env.data import DataNotFoundError, load_dataset, read_idx
@@ -88,7 +91,7 @@ def test_missing_fashion_mnist_names_the_places_and_the_fix(tmp_path, monkeypatc
         datasets_module.load_fashion_mnist("train", root=tmp_path / "empty", download=False)
     message = str(error.value)
     assert str(tmp_path / "empty") in message and "apt-get install dataset-fashion-mnist" in message
-    assert "NSR_DATA" in message
+    assert "NSR_DATA" in message and "<root>/FashionMNIST/raw/" in message
 
 
 def test_offline_download_fails_with_one_clear_error(tmp_path, monkeypatch):
@@ -102,9 +105,85 @@ def test_offline_download_fails_with_one_clear_error(tmp_path, monkeypatch):
         assert data.images.shape == (10_000, 32, 32, 3)
 
 
-def test_no_download_means_no_download(tmp_path):
+def test_no_download_means_no_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSR_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataNotFoundError, match="mnist test split is not in"):
         load_dataset("mnist", "test", root=tmp_path, download=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "layout"),
+    [
+        ("mnist", "<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
+        ("cifar10", "<root>/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}"),
+        ("cifar100", "<root>/cifar-100-python/{train,test,meta}"),
+        ("svhn", "<root>/{train,test}_32x32.mat"),
+    ],
+)
+def test_missing_torchvision_data_names_both_places_and_the_expected_layout(tmp_path, monkeypatch, name, layout):
+    monkeypatch.setenv("NSR_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataNotFoundError) as error:
+        load_dataset(name, "test", root=tmp_path / "root", download=False)
+    message = str(error.value)
+    assert message.startswith(f"{name} test split is not in {tmp_path / 'root'}, {tmp_path / 'cache' / 'data'}.")
+    assert layout in message and "NSR_DATA" in message
+
+
+def write_synthetic_mnist(folder):
+    """torchvision's MNIST layout, unpacked, with a few synthetic images per split."""
+    folder.mkdir(parents=True)
+    for prefix, count in (("train", 6), ("t10k", 4)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", np.full((count, 28, 28), 9, np.uint8))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.arange(count, dtype=np.uint8))
+
+
+def test_torchvision_data_in_the_cache_folder_is_found_without_a_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSR_CACHE", str(tmp_path / "cache"))
+    write_synthetic_mnist(tmp_path / "cache" / "data" / "MNIST" / "raw")
+    data = load_dataset("mnist", "test", root=tmp_path / "empty-root", download=False)
+    assert data.source == str(tmp_path / "cache" / "data")
+    assert data.images.shape == (4, 28, 28) and data.labels.tolist() == [0, 1, 2, 3]
+
+
+def test_downloads_go_into_the_cache_folder_never_into_nsr_data(tmp_path, monkeypatch):
+    calls = []
+
+    class OfflineMNIST:
+        """Stands in for torchvision.datasets.MNIST: nothing on disk, a download yields synthetic data."""
+
+        def __init__(self, root, download, train):
+            calls.append((root, download))
+            if not download:
+                raise RuntimeError("Dataset not found. You can use download=True to download it")
+            self.data = torch.zeros((3, 28, 28), dtype=torch.uint8)
+            self.targets = torch.tensor([0, 1, 2])
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", OfflineMNIST)
+    monkeypatch.setenv("NSR_DATA", str(tmp_path / "shared-data"))
+    monkeypatch.setenv("NSR_CACHE", str(tmp_path / "cache"))
+    data = load_dataset("mnist", "train")
+    downloads = str(tmp_path / "cache" / "data")
+    assert calls == [(str(tmp_path / "shared-data"), False), (downloads, False), (downloads, True)]
+    assert data.source == downloads and len(data) == 3
+
+
+def test_svhn_channels_first_become_channels_last():
+    channels_first = np.random.default_rng(0).integers(0, 255, (4, 3, 32, 32), dtype=np.uint8)
+    synthetic_svhn = SimpleNamespace(data=channels_first, labels=np.array([1, 0, 9, 3]))
+    data = datasets_module.torchvision_to_image_array("svhn", "test", synthetic_svhn, "synthetic")
+    assert data.images.shape == (4, 32, 32, 3) and data.images.flags.c_contiguous
+    for channel in range(3):
+        np.testing.assert_array_equal(data.images[..., channel], channels_first[:, channel])
+    assert data.labels.dtype == np.int64 and data.labels.tolist() == [1, 0, 9, 3]
+
+
+def test_other_torchvision_datasets_keep_their_layout():
+    synthetic_cifar = SimpleNamespace(data=np.zeros((2, 32, 32, 3), np.uint8), targets=[7, 2])
+    cifar = datasets_module.torchvision_to_image_array("cifar10", "train", synthetic_cifar, "synthetic")
+    assert cifar.images.shape == (2, 32, 32, 3) and cifar.labels.tolist() == [7, 2]
+    synthetic_mnist = SimpleNamespace(data=torch.ones((2, 28, 28), dtype=torch.uint8), targets=torch.tensor([4, 5]))
+    mnist = datasets_module.torchvision_to_image_array("mnist", "train", synthetic_mnist, "synthetic")
+    assert mnist.images.dtype == np.uint8 and mnist.images.shape == (2, 28, 28) and mnist.labels.dtype == np.int64
 
 
 def test_unknown_dataset_and_split_are_named():

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+import nsr_env.features as features_module
 from nsr_env.backbones import make_backbone
-from nsr_env.features import cached_features
+from nsr_env.data import ImageArray
+from nsr_env.features import cached_features, describe, entry_key
 
 INDICES = np.arange(0, 600, 5)
 
@@ -133,3 +135,51 @@ def test_a_damaged_entry_is_recomputed_not_trusted(cache, damage):
     assert not again.from_cache
     torch.testing.assert_close(again.inputs, good.inputs)
     assert good.path.read_bytes() != b"garbage" * 100
+
+
+def synthetic_split(changed_pixel: bool = False) -> ImageArray:
+    """A small in-memory dataset; ``changed_pixel`` flips one pixel of one selected image."""
+    images = np.random.default_rng(0).integers(0, 255, (30, 28, 28), dtype=np.uint8)
+    if changed_pixel:
+        images[10, 5, 5] ^= 1
+    return ImageArray("synthetic", "train", images, np.arange(30, dtype=np.int64) % 3, "synthetic, in memory")
+
+
+def test_image_content_is_part_of_the_key():
+    backbone = make_backbone("tiny_cnn")
+    same = [describe(backbone, synthetic_split(), np.arange(0, 30, 2)) for _ in range(2)]
+    assert entry_key(same[0]) == entry_key(same[1])
+    changed = describe(backbone, synthetic_split(changed_pixel=True), np.arange(0, 30, 2))
+    assert entry_key(changed) != entry_key(same[0])
+    assert describe(backbone, synthetic_split(changed_pixel=True), np.arange(1, 30, 2)) == describe(
+        backbone, synthetic_split(), np.arange(1, 30, 2)
+    )  # the changed image (index 10) is not selected: same content, same entry
+
+
+def test_two_data_roots_with_different_images_do_not_share_an_entry(cache, monkeypatch):
+    roots = {"root-a": synthetic_split(), "root-b": synthetic_split(changed_pixel=True), "root-c": synthetic_split()}
+    monkeypatch.setattr(features_module, "load_dataset", lambda name, split, root: roots[root])
+    backbone = make_backbone("tiny_cnn")
+
+    def entry(root):
+        indices = np.arange(30)
+        return cached_features(backbone, "synthetic", "train", indices, cache=cache, data_root=root, progress=False)
+
+    first, other, same_content = entry("root-a"), entry("root-b"), entry("root-c")
+    assert not first.from_cache and not other.from_cache and same_content.from_cache
+    assert first.key != other.key and first.key == same_content.key
+
+
+@pytest.mark.parametrize(
+    ("indices", "problem"),
+    [
+        (np.array([], np.int64), "got shape \\(0,\\)"),
+        (np.zeros((2, 2), np.int64), "got shape \\(2, 2\\)"),
+        (np.array([0.0, 1.0]), "got dtype float64"),
+        (np.array([-1, 3]), "got values from -1 to 3"),
+        (np.array([0, 10_000]), "got values from 0 to 10000"),
+    ],
+)
+def test_bad_indices_are_named_with_the_valid_range(cache, indices, problem):
+    with pytest.raises(ValueError, match=f"indices must be .*0\\.\\.9999 .*fashion_mnist/test.*{problem}"):
+        cached_features(make_backbone("tiny_cnn"), "fashion_mnist", "test", indices, cache=cache, progress=False)

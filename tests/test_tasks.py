@@ -1,7 +1,19 @@
+import hashlib
+
 import numpy as np
 import pytest
 
-from nsr_env.data import class_split, consecutive_groups, split_fashion_mnist
+from nsr_env.data import (
+    FIVE_DATASETS,
+    ImageArray,
+    class_split,
+    consecutive_groups,
+    dataset_tasks,
+    split_cifar100,
+    split_fashion_mnist,
+)
+from nsr_env.data import tasks as tasks_module
+from nsr_env.data.tasks import DEFAULT_EVAL_PER_CLASS, DEFAULT_TRAIN_PER_CLASS
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +87,61 @@ def test_consecutive_groups():
     assert len(consecutive_groups(100, 10)) == 10
     with pytest.raises(ValueError, match="num_tasks=3"):
         consecutive_groups(10, 3)
+
+
+# The default scenario's sample indices (Split-FashionMNIST, seed 0), hashed. Every feature-cache key and every
+# published result depends on them: a change to the subset selection silently invalidates everyone's caches and makes
+# new results incomparable with old ones. If you change the selection on purpose, say so and update this hash.
+DEFAULT_INDICES_SHA256 = "4b745e6cd04083c29cea1baea72fc3779fa7e50e8b7c1f842405bbc2f1c6af46"
+
+
+def test_default_split_indices_are_frozen():
+    digest = hashlib.sha256()
+    for task in split_fashion_mnist(train_per_class=DEFAULT_TRAIN_PER_CLASS, eval_per_class=DEFAULT_EVAL_PER_CLASS):
+        digest.update(np.ascontiguousarray(task.train_indices, "<i8"))
+        digest.update(np.ascontiguousarray(task.eval_indices, "<i8"))
+    assert digest.hexdigest() == DEFAULT_INDICES_SHA256
+
+
+@pytest.fixture
+def synthetic_loader(monkeypatch):
+    """Replaces the dataset loader with small in-memory synthetic splits (10 classes, or 100 for cifar100)."""
+    loaded = []
+
+    def load(name, split, root=None):
+        loaded.append((name, split))
+        num_classes = 100 if name == "cifar100" else 10
+        labels = np.tile(np.arange(num_classes), 6 if split == "train" else 4)
+        images = np.zeros((len(labels), 8, 8), np.uint8)
+        return ImageArray(name, split, images, labels.astype(np.int64), "synthetic, in memory")
+
+    monkeypatch.setattr(tasks_module, "load_dataset", load)
+    return loaded
+
+
+@pytest.mark.parametrize(("num_tasks", "per_task"), [(10, 10), (20, 5)])
+def test_split_cifar100_cuts_consecutive_classes(synthetic_loader, num_tasks, per_task):
+    tasks = split_cifar100(num_tasks, train_per_class=3, eval_per_class=2, seed=0)
+    labels = {split: tasks_module.load_dataset("cifar100", split).labels for split in ("train", "test")}
+    assert [t.classes for t in tasks] == [tuple(range(i * per_task, (i + 1) * per_task)) for i in range(num_tasks)]
+    for task in tasks:
+        assert task.dataset == "cifar100"
+        assert sorted(labels["train"][task.train_indices].tolist()) == sorted(task.classes * 3)
+        assert sorted(labels["test"][task.eval_indices].tolist()) == sorted(task.classes * 2)
+    everything = np.concatenate([t.train_indices for t in tasks])
+    assert len(np.unique(everything)) == len(everything) == 100 * 3
+
+
+def test_split_cifar100_rejects_an_uneven_cut(synthetic_loader):
+    with pytest.raises(ValueError, match="num_tasks=3"):
+        split_cifar100(3)
+
+
+def test_dataset_tasks_make_one_ten_class_task_per_dataset(synthetic_loader):
+    tasks = dataset_tasks(train_per_class=2, eval_per_class=1, seed=0)
+    assert [t.dataset for t in tasks] == list(FIVE_DATASETS)
+    assert [t.index for t in tasks] == [0, 1, 2, 3, 4]
+    assert all(t.classes == tuple(range(10)) for t in tasks)
+    assert all(len(t.train_indices) == 20 and len(t.eval_indices) == 10 for t in tasks)
+    assert {name for name, _ in synthetic_loader} == set(FIVE_DATASETS)
+    assert tasks[2].name == "svhn[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"

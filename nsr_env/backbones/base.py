@@ -45,7 +45,8 @@ class ImageTransform:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __call__(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(images), dtype=torch.float32) / 255.0
+        # a copy: inputs may be read-only (loaded datasets are), which torch.from_numpy warns about
+        x = torch.from_numpy(np.array(images, dtype=np.float32)) / 255.0
         if x.ndim == 3:
             x = x.unsqueeze(1).expand(-1, 3, -1, -1)
         elif x.ndim == 4 and x.shape[-1] == 3:

@@ -2,9 +2,11 @@
 
 Lookup order for every dataset: an explicit ``root`` argument, else the ``NSR_DATA``
 environment variable; for Fashion-MNIST then the Debian package location
-(``/usr/share/datasets/fashion-mnist``, package ``dataset-fashion-mnist``); last a
-torchvision download into ``<cache>/data`` (needs internet). When nothing works, one
-:class:`DataNotFoundError` says where it looked and how to get the data.
+(``/usr/share/datasets/fashion-mnist``, package ``dataset-fashion-mnist``); then
+``<cache>/data``; last a torchvision download into ``<cache>/data`` (needs internet).
+Downloads never go into ``root`` or ``NSR_DATA``: those may be shared or read-only.
+When nothing works, one :class:`DataNotFoundError` says where it looked, which files it
+expects under a root, and how to get them.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nsr_env.data.idx import read_idx
 from nsr_env.paths import cache_dir
+
+if TYPE_CHECKING:
+    from torchvision.datasets import VisionDataset
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SPLITS = ("train", "test")
@@ -71,12 +77,16 @@ def _find_idx_pair(folder: Path, split: str) -> tuple[Path, Path] | None:
     return None
 
 
+def download_dir() -> Path:
+    """Where torchvision downloads go, and are looked for: ``<cache>/data``, never a data root (it may be shared)."""
+    return cache_dir() / "data"
+
+
 def load_fashion_mnist(split: str, root: str | Path | None = None, download: bool = True) -> ImageArray:
     """Fashion-MNIST (70,000 real 28x28 grayscale images, 10 classes)."""
     _check_split(split)
     explicit = _explicit_root(root)
-    candidates = [explicit] if explicit is not None else []
-    candidates.append(DEBIAN_FASHION_MNIST)
+    candidates = [folder for folder in (explicit, DEBIAN_FASHION_MNIST, download_dir()) if folder is not None]
     for folder in candidates:
         pair = _find_idx_pair(folder, split)
         if pair is not None:
@@ -84,14 +94,11 @@ def load_fashion_mnist(split: str, root: str | Path | None = None, download: boo
             if len(images) != len(labels):
                 raise ValueError(f"{pair[0]} and {pair[1]} disagree on the number of samples")
             return ImageArray("fashion_mnist", split, images, labels.astype(np.int64), str(pair[0].parent))
-    looked = ", ".join(str(c) for c in candidates)
     how_to = (
-        f"Looked for its idx files in {looked}. Install them with `sudo apt-get install dataset-fashion-mnist` "
-        "(Debian/Ubuntu), or put the four idx files in a folder and pass root=... or set NSR_DATA."
+        "Install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put the four idx files in "
+        f"a folder as {TORCHVISION_LAYOUTS['fashion_mnist']} and pass root=... or set NSR_DATA."
     )
-    if not download:
-        raise DataNotFoundError(f"Fashion-MNIST {split} split not found. {how_to}")
-    return _torchvision_dataset("fashion_mnist", split, explicit, how_to=how_to)
+    return _download("fashion_mnist", split, candidates, download, how_to)
 
 
 _TORCHVISION = {
@@ -101,6 +108,15 @@ _TORCHVISION = {
     "cifar100": "CIFAR100",
     "svhn": "SVHN",
 }
+TORCHVISION_LAYOUTS = {
+    "fashion_mnist": "<root>/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] "
+    "(or the same in <root>/fashion-mnist/ or <root>/FashionMNIST/raw/, torchvision's layout)",
+    "mnist": "<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (the four idx files, unpacked)",
+    "cifar10": "<root>/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta} (cifar-10-python.tar.gz unpacked)",
+    "cifar100": "<root>/cifar-100-python/{train,test,meta} (cifar-100-python.tar.gz unpacked)",
+    "svhn": "<root>/{train,test}_32x32.mat",
+}
+"""The files torchvision (or, for Fashion-MNIST, :func:`read_idx`) expects under a data root, for error messages."""
 DATASETS = (*_TORCHVISION, "notmnist")
 NOTMNIST_FOLDERS = ("notMNIST_small", "notmnist")
 
@@ -143,34 +159,55 @@ def load_notmnist(split: str, root: Path | None) -> ImageArray:
     )
 
 
-def _torchvision_dataset(
-    name: str, split: str, root: Path | None, download: bool = True, how_to: str | None = None
-) -> ImageArray:
-    import torchvision
+def torchvision_to_image_array(name: str, split: str, dataset: VisionDataset, source: str) -> ImageArray:
+    """A loaded torchvision dataset as an :class:`ImageArray`, channels last like every other dataset.
 
-    folder = root if root is not None else cache_dir() / "data"
-    cls = getattr(torchvision.datasets, _TORCHVISION[name])
-    split_kwargs = {"split": split} if name == "svhn" else {"train": split == "train"}
-    how_to = how_to or f"Copy torchvision's {_TORCHVISION[name]} files into {folder}, pass root=..., or set NSR_DATA."
-    try:
-        dataset = cls(str(folder), download=False, **split_kwargs)
-    except RuntimeError:
-        if not download:
-            raise DataNotFoundError(f"{name} {split} split is not in {folder}. {how_to}") from None
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                dataset = cls(str(folder), download=True, **split_kwargs)
-        except Exception as error:  # urllib, ssl and socket errors all mean "could not download"
-            lines = [line.strip() for line in str(error).splitlines() if len(line.strip()) > 2]
-            reason = lines[-1] if lines else type(error).__name__  # torchvision puts the cause last
-            raise DataNotFoundError(
-                f"{name} {split} split is not in {folder} and could not be downloaded ({reason}). {how_to}"
-            ) from None
+    SVHN ships its images channels first, (N, 3, H, W), and its labels as ``labels``; the
+    others ship (N, H, W) or (N, H, W, 3) and ``targets``.
+    """
     images = np.asarray(dataset.data)
     if name == "svhn":
-        images = images.transpose(0, 2, 3, 1)  # SVHN ships channels first
+        images = images.transpose(0, 2, 3, 1)
     labels = np.asarray(dataset.labels if name == "svhn" else dataset.targets, dtype=np.int64)
-    return ImageArray(name, split, images.astype(np.uint8), labels, str(folder))
+    return ImageArray(name, split, np.ascontiguousarray(images, dtype=np.uint8), labels, source)
+
+
+def _torchvision(name: str, folder: Path, split: str, download: bool) -> VisionDataset:
+    """torchvision's class for ``name`` on ``folder`` (imported late: torchvision is slow to import)."""
+    import torchvision
+
+    split_kwargs = {"split": split} if name == "svhn" else {"train": split == "train"}
+    return getattr(torchvision.datasets, _TORCHVISION[name])(str(folder), download=download, **split_kwargs)
+
+
+def _torchvision_dataset(name: str, split: str, root: Path | None, download: bool) -> ImageArray:
+    """``name`` in torchvision's layout under ``root``, else under :func:`download_dir`, else downloaded there."""
+    folders = list(dict.fromkeys(folder for folder in (root, download_dir()) if folder is not None))
+    for folder in folders:
+        try:
+            return torchvision_to_image_array(name, split, _torchvision(name, folder, split, False), str(folder))
+        except RuntimeError:  # torchvision's "Dataset not found or corrupted"
+            continue
+    how_to = f"Put its files in a folder as {TORCHVISION_LAYOUTS[name]} and pass root=... or set NSR_DATA."
+    return _download(name, split, folders, download, how_to)
+
+
+def _download(name: str, split: str, looked: list[Path], download: bool, how_to: str) -> ImageArray:
+    """The last resort: a torchvision download into :func:`download_dir`; else one :class:`DataNotFoundError`."""
+    where = ", ".join(map(str, looked))
+    if not download:
+        raise DataNotFoundError(f"{name} {split} split is not in {where}. {how_to}")
+    folder = download_dir()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            dataset = _torchvision(name, folder, split, True)
+    except Exception as error:  # urllib, ssl and socket errors all mean "could not download"
+        lines = [line.strip() for line in str(error).splitlines() if len(line.strip()) > 2]
+        reason = lines[-1] if lines else type(error).__name__  # torchvision puts the cause last
+        raise DataNotFoundError(
+            f"{name} {split} split is not in {where} and could not be downloaded into {folder} ({reason}). {how_to}"
+        ) from None
+    return torchvision_to_image_array(name, split, dataset, str(folder))
 
 
 def load_dataset(name: str, split: str, root: str | Path | None = None, download: bool = True) -> ImageArray:
