@@ -25,6 +25,8 @@ lint: setup
 
 bench: setup data
 	$(BIN)/python benchmarks/feature_cache.py
+	$(BIN)/python benchmarks/decision_step.py
+	$(BIN)/python benchmarks/bank.py
 
 setup: $(INSTALLED)
 

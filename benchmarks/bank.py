@@ -7,8 +7,10 @@ through ``reserve`` with random keys and 8 x 8 deltas, not full-size adapters: r
 only the key matrix, so the factors' size does not change its cost, and small deltas keep
 the fill to seconds.
 
-Bytes: one entry for a rank-4 LoRA on a 320 -> 1280 layer with a 2-class head and a
-320-d key, stored as float32 and as float16 factors.
+Bytes: the real entries of the ``default`` scenario (rank-4 LoRA on EfficientNet-Lite0's
+320 -> 1280 conv_head, 2-class head on 1280 features, 320-d key), each task trained for
+one phase and compressed at the default SVD energy (0.99, the setting whose own-entry
+recall recovers in 0-1 steps, see tests/test_scenarios.py), stored as float32 and float16.
 
     python benchmarks/bank.py [--entries 10000] [--queries 1000] [--threads 1]
 """
@@ -23,10 +25,11 @@ import torch
 from machine import machine_line
 
 from nsr_env.bank import TaskKnowledgeBank
+from nsr_env.learner import FRESH
+from nsr_env.scenarios import make_scenario, prepare
 
 PAPER_MB_PER_TASK = 0.29
 KEY_DIM = 320  # the default key: mean input of the adapted layer (EfficientNet-Lite0 conv_head)
-LAYER_IN, LAYER_OUT, LORA_RANK, CLASSES = 320, 1280, 4, 2
 
 
 def recall_latency(entries: int, queries: int, generator: torch.Generator) -> None:
@@ -58,14 +61,17 @@ def recall_latency(entries: int, queries: int, generator: torch.Generator) -> No
     print(f"key matrix read per query: {key_mb:.1f} MB float32 (one pass over it per call)")
 
 
-def entry_bytes(float16: bool, generator: torch.Generator) -> int:
-    bank = TaskKnowledgeBank(capacity=1, key_dim=KEY_DIM, rank=LORA_RANK, float16=float16)
-    B, A = torch.randn(LAYER_OUT, LORA_RANK, generator=generator), torch.randn(LORA_RANK, LAYER_IN, generator=generator)
-    delta = B @ A
-    head = torch.randn(CLASSES, KEY_DIM, generator=generator), torch.randn(CLASSES, generator=generator)
-    bank.reserve(delta, *head, torch.randn(KEY_DIM, generator=generator), 0)
-    assert bank.entries[0].factors.rank == LORA_RANK
-    return round(bank.bytes_per_entry())
+def default_entry_bytes(float16: bool) -> tuple[float, list[int]]:
+    """Mean bytes per entry and the kept SVD ranks after one phase of every default task."""
+    data = prepare(make_scenario("default", bank_float16=float16), progress=False)
+    learner = data.learner(seed=0)
+    for task in range(data.scenario.tasks_per_cycle):
+        learner.begin_phase(task, task % data.scenario.slots, FRESH)
+        for _ in range(data.scenario.phase_length):
+            learner.decision_step()
+        learner.end_phase()
+    ranks = [learner.bank.entries[p].factors.rank for p in learner.bank.positions()]
+    return learner.bank.bytes_per_entry(), ranks
 
 
 def main() -> None:
@@ -78,11 +84,11 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     print(machine_line())
     recall_latency(args.entries, args.queries, generator)
-    print(f"bytes per entry: rank-{LORA_RANK} LoRA on {LAYER_IN} -> {LAYER_OUT}, {CLASSES}-class head, {KEY_DIM}-d key")
+    print("bytes per entry of the default scenario (rank-4 LoRA on 320 -> 1280, 2-class head, 320-d key):")
     for float16 in (False, True):
-        size = entry_bytes(float16, generator)
+        size, ranks = default_entry_bytes(float16)
         label = "float16 factors" if float16 else "float32        "
-        print(f"  {label}: {size:,} B = {size / 1e6:.3f} MB (paper: {PAPER_MB_PER_TASK} MB per task)")
+        print(f"  {label}: {size:,.0f} B = {size / 1e6:.3f} MB, kept SVD ranks {ranks} (paper: {PAPER_MB_PER_TASK} MB)")
     print(f"  plus {KEY_DIM * 4:,} B per bank position for the float32 unit-key matrix recall searches")
 
 

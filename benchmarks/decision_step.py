@@ -41,7 +41,7 @@ def bare_step_factory(data, seed: int):
     def features(inputs, base):
         low = inputs.reshape(-1, in_features) @ A.T
         out = torch.addmm(base.reshape(-1, out_features), low, B.T)
-        return F.relu6(out.view(-1, positions, out_features)).mean(1)
+        return F.relu6(out.view(-1, positions, out_features), inplace=True).mean(1)
 
     def step() -> float:
         for _ in range(scenario.optimizer_steps):
@@ -89,7 +89,9 @@ def main() -> None:
     )
     print(f"learner: median {median['learner']:.3f} ms/step = {1e3 / median['learner']:.0f} decision steps/s")
     print(f"bare arithmetic: median {median['bare']:.3f} ms/step = {1e3 / median['bare']:.0f} steps/s")
-    print(f"ratio learner / bare: {median['learner'] / median['bare']:.2f} (target <= 3)")
+    rate, ratio = 1e3 / median["learner"], median["learner"] / median["bare"]
+    print(f"target >= 500 decision steps/s on one core: {'met' if rate >= 500 else 'NOT met'} ({rate:.0f}/s)")
+    print(f"ratio learner / bare: {ratio:.2f} (target <= 3: {'met' if ratio <= 3 else 'NOT met'})")
 
 
 if __name__ == "__main__":

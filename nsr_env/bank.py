@@ -202,6 +202,9 @@ class TaskKnowledgeBank:
             raise ValueError(f"position={position!r} is not a bank position; use 0..{self.capacity - 1} or None")
         if key.shape != (self.key_dim,):
             raise ValueError(f"key has shape {tuple(key.shape)}; this bank's keys are ({self.key_dim},)")
+        for name, tensor in (("delta", delta), ("head_weight", head_weight), ("head_bias", head_bias), ("key", key)):
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"{name} holds NaN or infinite values; the bank stores only finite adapters")
         dtype = torch.float16 if self.float16 else torch.float32
         factors = compress(delta, energy=self.energy if self.rank is None else None, rank=self.rank, dtype=dtype)
         now = self.tick()

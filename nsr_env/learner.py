@@ -12,15 +12,16 @@ Who is evaluated through what (task ids are known here, never shown to controlle
 - a task that uses no slot: its own bank entry if it still has one, else the frozen base
   layer W0 with its last head.
 
-Bank entries hold one task each. The phase end refreshes the entry the slot was
-recalled from if it is the same task's, otherwise reserves a new entry: another task's
-training never rewrites an entry, so recall of a similar task's entry is a copy.
+Bank entries hold one task each. The phase end refreshes the task's own entry if it still
+has one, otherwise reserves a new entry: another task's training never rewrites an entry,
+so recalling a similar task's entry copies it into the slot (no sharing, no distillation).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from torch.nn import functional as F
 
 from nsr_env.adapters import LoRASlots
 from nsr_env.backbones.base import POOLS
-from nsr_env.bank import TaskKnowledgeBank
+from nsr_env.bank import RETENTION_POLICIES, TaskKnowledgeBank
 
 FRESH, KEEP = "fresh", "keep"
 
@@ -76,23 +77,29 @@ class LearnerConfig:
     eval_size: int | None = 200
 
     def __post_init__(self) -> None:
-        for name in ("optimizer_steps", "batch_size"):
+        for name in ("slots", "rank", "optimizer_steps", "batch_size", "bank_capacity"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
-        if not self.lr > 0:
-            raise ValueError(f"lr={self.lr} must be positive")
-        if self.distill_weight < 0:
-            raise ValueError(f"distill_weight={self.distill_weight} must be >= 0")
+        if self.eval_size is not None and self.eval_size < 1:
+            raise ValueError(f"eval_size={self.eval_size} must be at least 1, or None for the whole held-out subset")
+        for name in ("lr", "distill_temperature"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name}={getattr(self, name)} must be a positive finite number")
+        if self.lora_alpha is not None and not 0 < self.lora_alpha < math.inf:
+            raise ValueError(f"lora_alpha={self.lora_alpha} must be a positive finite number, or None (= rank)")
+        if not 0 <= self.distill_weight < math.inf:
+            raise ValueError(f"distill_weight={self.distill_weight} must be >= 0 and finite")
+        if self.retention not in RETENTION_POLICIES:
+            raise ValueError(f"retention={self.retention!r} is unknown; choose one of {sorted(RETENTION_POLICIES)}")
 
 
 @dataclass
 class _Phase:
     task: int
     slot: int
-    bound_entry: tuple[int, int] | None  # (bank position, created) the slot refreshes at the phase end
     parameters: list[torch.Tensor]  # A, B, head weight, head bias: trained, copied back after each step
     optimizer: torch.optim.Optimizer  # one Adam per phase: its moments carry across decision steps
-    distill: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    distill: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # other users' heads and logit snapshots
     steps: int = 0
 
 
@@ -122,7 +129,6 @@ class ContinualLearner:
         )
         self.heads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.slot_users: list[set[int]] = [set() for _ in range(config.slots)]
-        self.slot_entry: list[tuple[int, int] | None] = [None] * config.slots
         self.task_entry: dict[int, tuple[int, int]] = {}
         self.phase: _Phase | None = None
         self._eval_sets = [self._eval_set(task) for task in tasks]
@@ -141,7 +147,7 @@ class ContinualLearner:
         n, positions, in_features = inputs.shape
         low = inputs.reshape(-1, in_features) @ A.T
         out = torch.addmm(base.reshape(n * positions, -1), low, B.T, alpha=self.slots.scale)
-        return self.pool(out.view(n, positions, -1))
+        return self.pool(out.view(n, positions, -1), inplace=True)  # out is ours: no copy for the activation
 
     def _untrained_head(self, task: int) -> tuple[torch.Tensor, torch.Tensor]:
         """All-zero logits: the chance-level prediction of a task that was never trained."""
@@ -190,6 +196,7 @@ class ContinualLearner:
 
     def evaluate(self, task: int) -> tuple[float, str]:
         """Held-out accuracy of ``task`` and the source of its prediction ("slot", "bank", "base")."""
+        task = self._index(task, "task", len(self.tasks))
         inputs, base, labels = self._eval_sets[task]
         source, A, B, weight, bias = self.predictor(task)
         with torch.no_grad():
@@ -204,42 +211,56 @@ class ContinualLearner:
     # --- phases --------------------------------------------------------------------------
 
     def begin_phase(self, task: int, slot: int, recall: str | int) -> None:
-        """Put ``task`` in ``slot``: ``"fresh"``, ``"keep"``, or recall bank position ``recall``."""
-        if not 0 <= task < len(self.tasks):
-            raise ValueError(f"task={task} is not one of the {len(self.tasks)} tasks")
-        if not 0 <= slot < self.slots.count:
-            raise ValueError(f"slot={slot} is out of range: there are {self.slots.count} slots")
+        """Put ``task`` in ``slot``: ``"fresh"``, ``"keep"``, or recall bank position ``recall``.
+
+        Every argument is checked before anything changes. The previous phase must have
+        been closed with :meth:`end_phase`: its write to the bank can evict an entry, so a
+        controller chooses ``recall`` from the bank as it is after that write.
+        """
         if self.phase is not None:
-            self.end_phase()
+            raise RuntimeError(
+                f"the phase of task {self.phase.task} is still open: call end_phase() before begin_phase() (the "
+                "phase end writes the slot to the bank and may evict an entry, so choose recall after it)"
+            )
+        task = self._index(task, "task", len(self.tasks))
+        slot = self._index(slot, "slot", self.slots.count)
+        if recall not in (FRESH, KEEP):
+            recall = self._index(recall, "recall", self.bank.capacity, "'fresh', 'keep' or a bank position")
+            if self.bank.entries[recall] is None:
+                raise ValueError(f"recall={recall} is an empty bank position; occupied: {self.bank.positions()}")
         previous_slot = self.slot_of(task)
         if previous_slot is not None and previous_slot != slot:
             self.slot_users[previous_slot].discard(task)
         if recall == FRESH:
             self.slots.reset(slot, self.generator)
-            head = self._new_head(task)
-            users, bound = {task}, None
+            head, users = self._new_head(task), {task}
         elif recall == KEEP:
-            head = self.heads.get(task) or self._new_head(task)
-            users, bound = self.slot_users[slot] | {task}, self.slot_entry[slot]
-        elif isinstance(recall, int) and not isinstance(recall, bool):
-            if not 0 <= recall < self.bank.capacity or self.bank.entries[recall] is None:
-                raise ValueError(f"recall={recall} is not an occupied bank position; occupied: {self.bank.positions()}")
+            head, users = self.heads.get(task) or self._new_head(task), self.slot_users[slot] | {task}
+        else:
             entry = self.bank.touch(recall)
             self.slots.load(slot, entry.factors, self.generator)
             same_shape = entry.head_weight.shape[0] == self.tasks[task].num_classes
             head = (entry.head_weight.float(), entry.head_bias.float()) if same_shape else self._new_head(task)
-            users, bound = {task}, (recall, entry.created)
-        else:
-            raise ValueError(f"recall={recall!r} must be 'fresh', 'keep' or a bank position (int)")
+            users = {task}
         self.heads[task] = (head[0].clone(), head[1].clone())
         self.slot_users[slot] = users
-        self.slot_entry[slot] = bound
         parameters = [t.clone().requires_grad_() for t in (self.slots.A[slot], self.slots.B[slot], *head)]
-        self.phase = _Phase(task, slot, bound, parameters, torch.optim.Adam(parameters, lr=self.config.lr, fused=True))
-        self.phase.distill = self._snapshots(task, slot, users - {task})
+        optimizer = torch.optim.Adam(parameters, lr=self.config.lr, fused=True)
+        self.phase = _Phase(task, slot, parameters, optimizer, self._snapshots(task, slot, users - {task}))
+
+    @staticmethod
+    def _index(value, name: str, size: int, expected: str = "an integer") -> int:
+        """``value`` as a Python int in ``range(size)`` (numpy integers from action spaces included)."""
+        try:
+            index = operator.index(value)
+        except TypeError:
+            raise ValueError(f"{name}={value!r} must be {expected}") from None
+        if not 0 <= index < size:
+            raise ValueError(f"{name}={index} is out of range: it must be in 0..{size - 1}")
+        return index
 
     def _snapshots(self, task: int, slot: int, others: set[int]) -> list:
-        """Other users' logits on the current task's inputs, before this task trains the slot."""
+        """Other users' logits on the current task's inputs, taken as this phase starts sharing the slot."""
         if self.config.distill_weight == 0 or not others:
             return []
         data = self.tasks[task]
@@ -265,9 +286,11 @@ class ContinualLearner:
                 teacher = F.softmax(snapshot[batch] / temperature, dim=1)
                 loss = loss + config.distill_weight * temperature**2 * F.kl_div(student, teacher, reduction="batchmean")
             if not torch.isfinite(loss):
+                self.phase = None  # closed without a write to the bank; the slot keeps its last good state
                 raise TrainingDivergedError(
                     f"task {data.name}: loss is {loss.item()} at optimizer step {step} of decision step "
-                    f"{phase.steps} in slot {phase.slot}; nothing from this step was kept. Lower lr={config.lr}."
+                    f"{phase.steps} in slot {phase.slot}; nothing from this decision step was kept and the phase "
+                    f"was closed without writing to the bank. Check the task's data, or lower lr={config.lr}."
                 )
             optimizer.zero_grad()
             loss.backward()
@@ -281,21 +304,18 @@ class ContinualLearner:
         return accuracy, loss.item()
 
     def end_phase(self) -> int:
-        """Compress the current slot into the bank; returns the bank position written."""
+        """Compress the current slot into the bank as the task's memory; returns the bank position.
+
+        The task's own entry, if it still has one, is refreshed in place; otherwise a new
+        entry is reserved (evicting one by the retention policy when the bank is full).
+        """
         if self.phase is None:
-            raise RuntimeError("no phase to end")
+            raise RuntimeError("no phase to end: call begin_phase(task, slot, recall) first")
         phase, self.phase = self.phase, None
-        refresh = None
-        if phase.bound_entry is not None:
-            position, created = phase.bound_entry
-            entry = self.bank.entries[position]
-            if entry is not None and entry.created == created and entry.task_label == phase.task:
-                refresh = position
         weight, bias = self.heads[phase.task]
+        data = self.tasks[phase.task]
         position = self.bank.reserve(
-            self.slots.delta(phase.slot), weight, bias, self.tasks[phase.task].key, phase.task, position=refresh
+            self.slots.delta(phase.slot), weight, bias, data.key, phase.task, position=self.entry_of(phase.task)
         )
-        entry = self.bank.entries[position]
-        self.task_entry[phase.task] = (position, entry.created)
-        self.slot_entry[phase.slot] = (position, entry.created)
+        self.task_entry[phase.task] = (position, self.bank.entries[position].created)
         return position

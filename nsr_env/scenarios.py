@@ -80,9 +80,14 @@ class Scenario:
             raise ValueError(f"scenario {self.name!r}: a sequential schedule visits each task once; set cycles=1")
         if not 0 < self.svd_energy <= 1:
             raise ValueError(f"scenario {self.name!r}: svd_energy={self.svd_energy} must be in (0, 1]")
-        for name in ("lr", "tolerance"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"scenario {self.name!r}: {name}={getattr(self, name)} must be positive")
+        if isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int) or self.data_seed < 0:
+            raise ValueError(f"scenario {self.name!r}: data_seed={self.data_seed!r} must be an integer >= 0")
+        if not 0 < self.tolerance < 1:
+            raise ValueError(f"scenario {self.name!r}: tolerance={self.tolerance} must be in (0, 1)")
+        try:
+            self.learner_config()
+        except ValueError as error:
+            raise ValueError(f"scenario {self.name!r}: {error}") from None
 
     @property
     def num_phases(self) -> int:

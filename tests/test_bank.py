@@ -298,6 +298,15 @@ def test_reserve_refuses_a_key_of_the_wrong_size_before_evicting():
     assert bank.clock == 3 and [e.task_label for e in bank.entries] == [0, 1, 2]
 
 
+def test_reserve_refuses_non_finite_adapters_heads_and_keys_before_evicting():
+    bank = filled("lru")
+    with pytest.raises(ValueError, match="key holds NaN or infinite values"):
+        put(bank, torch.full((4,), float("nan")), 9)
+    with pytest.raises(ValueError, match="delta holds NaN"):
+        bank.reserve(torch.full((3, 4), float("inf")), torch.zeros(2, 3), torch.zeros(2), unit(0), 9)
+    assert bank.clock == 3 and [e.task_label for e in bank.entries] == [0, 1, 2]
+
+
 @pytest.mark.parametrize("position", [-1, 1, 5])
 def test_touch_refuses_an_empty_or_missing_position(position):
     bank = TaskKnowledgeBank(capacity=2, key_dim=4)

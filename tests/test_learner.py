@@ -30,7 +30,7 @@ def run_stream(learner: ContinualLearner, plan, steps=5) -> list[float]:
     for task, slot, recall in plan:
         learner.begin_phase(task, slot, recall)
         accuracies += [learner.decision_step()[0] for _ in range(steps)]
-    learner.end_phase()
+        learner.end_phase()
     return accuracies
 
 
@@ -80,6 +80,7 @@ def test_recalling_its_own_entry_restores_a_task_exactly_with_lossless_compressi
     learner.decision_step()
     source = learner.evaluate(0)[1]
     assert source == "bank"  # task 0 holds no slot now: its bank entry answers for it
+    learner.end_phase()
     learner.begin_phase(0, 1, position)
     assert learner.evaluate(0) == (trained, "slot")
     assert torch.allclose(learner.slots.delta(1), learner.bank.entries[position].factors.delta(), atol=1e-5)
@@ -125,6 +126,7 @@ def test_distillation_keeps_the_other_users_outputs_close_to_their_snapshot(synt
         learner.begin_phase(0, 0, FRESH)
         for _ in range(steps):
             learner.decision_step()
+        learner.end_phase()
         learner.begin_phase(1, 0, KEEP)  # task 1 shares task 0's slot
         snapshot = logits_of(learner, 0, inputs_of=1)
         for _ in range(steps):
@@ -147,8 +149,11 @@ def test_a_nan_loss_is_reported_with_task_and_step_and_never_reaches_the_bank(sy
     delta_before = learner.slots.delta(1).clone()
     with pytest.raises(TrainingDivergedError, match=r"synthetic\[2\].*nan.*decision step 0"):
         learner.decision_step()
+    assert learner.phase is None  # closed without a write to the bank
     assert torch.equal(learner.slots.delta(1), delta_before)
     assert (learner.bank.nbytes, learner.bank.positions()) == bank_before
+    run_stream(learner, [(1, 1, FRESH)], steps=1)  # the learner goes on; the bank still has no entry of task 2
+    assert learner.entry_of(2) is None and all(torch.isfinite(learner.bank.keys).all(1))
 
 
 @pytest.mark.parametrize(
@@ -156,9 +161,13 @@ def test_a_nan_loss_is_reported_with_task_and_step_and_never_reaches_the_bank(sy
     [
         (lambda learner: learner.begin_phase(9, 0, FRESH), "task=9"),
         (lambda learner: learner.begin_phase(0, 5, FRESH), "slot=5"),
-        (lambda learner: learner.begin_phase(0, 0, 3), "recall=3 is not an occupied bank position"),
+        (lambda learner: learner.begin_phase(0, 0, 3), "recall=3 is an empty bank position"),
+        (lambda learner: learner.begin_phase(0, 0, 99), "recall=99 is out of range"),
+        (lambda learner: learner.begin_phase(0, 0, 1.5), "recall=1.5 must be 'fresh', 'keep' or a bank position"),
+        (lambda learner: learner.evaluate(-1), "task=-1 is out of range"),
         (lambda learner: learner.begin_phase(0, 0, "reuse"), "recall='reuse'"),
         (lambda learner: learner.decision_step(), "begin_phase"),
+        (lambda learner: learner.end_phase(), "no phase to end"),
     ],
 )
 def test_bad_calls_name_the_argument(synthetic, call, message):
@@ -171,8 +180,17 @@ def test_bad_config_and_empty_task_name_the_parameter(synthetic):
         LoRASlots(0, 4, 16, 32)
     with pytest.raises(ValueError, match="rank=17"):
         LoRASlots(1, 17, 16, 32)
-    with pytest.raises(ValueError, match="lr=0"):
-        LearnerConfig(lr=0)
+    for bad, message in [
+        ({"lr": 0}, "lr=0"),
+        ({"lr": float("inf")}, "lr=inf"),
+        ({"eval_size": 0}, "eval_size=0"),
+        ({"distill_temperature": 0}, "distill_temperature=0"),
+        ({"lora_alpha": -1.0}, "lora_alpha=-1.0"),
+        ({"distill_weight": -1}, "distill_weight=-1"),
+        ({"retention": "mru"}, "retention='mru'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            LearnerConfig(**bad)
     task = synthetic.tasks[0]
     with pytest.raises(ValueError, match="task empty is empty"):
         dataclasses.replace(task, name="empty", train_labels=task.train_labels[:0])
@@ -185,3 +203,40 @@ def test_loading_factors_reproduces_their_delta_in_a_slot():
     slots.load(1, compress(delta, rank=3), generator)
     assert torch.allclose(slots.delta(1), delta, atol=1e-4)
     assert slots.A[1, 3].abs().sum() > 0 and torch.count_nonzero(slots.B[1, :, 3]) == 0  # spare direction starts fresh
+
+
+def test_a_phase_must_be_closed_before_the_next_and_a_rejected_call_changes_nothing(synthetic):
+    learner = learner_for(synthetic)
+    learner.begin_phase(0, 0, FRESH)
+    learner.decision_step()
+    with pytest.raises(RuntimeError, match="call end_phase"):
+        learner.begin_phase(1, 1, FRESH)
+    learner.end_phase()
+    state = ([set(users) for users in learner.slot_users], learner.slots.A.clone(), learner.bank.positions())
+    with pytest.raises(ValueError, match="recall='reuse'"):
+        learner.begin_phase(0, 1, "reuse")
+    assert state[0] == learner.slot_users and torch.equal(state[1], learner.slots.A)
+    assert state[2] == learner.bank.positions() and learner.phase is None
+
+
+def test_numpy_integers_from_an_action_space_are_accepted(synthetic):
+    learner = learner_for(synthetic)
+    run_stream(learner, [(0, 0, FRESH)], steps=1)
+    learner.begin_phase(np.int64(0), np.int64(1), np.int64(learner.entry_of(0)))
+    assert learner.slot_of(0) == 1
+
+
+def test_keep_continues_the_slot_as_it_is(synthetic):
+    learner = learner_for(synthetic)
+    run_stream(learner, [(0, 0, FRESH)], steps=3)
+    A, B = learner.slots.A[0].clone(), learner.slots.B[0].clone()
+    learner.begin_phase(1, 0, KEEP)
+    assert torch.equal(learner.slots.A[0], A) and torch.equal(learner.slots.B[0], B)
+    assert learner.slot_users[0] == {0, 1}
+
+
+def test_a_task_keeps_one_entry_whatever_its_phases_start_from(synthetic):
+    learner = learner_for(synthetic)
+    run_stream(learner, [(0, 0, FRESH), (1, 1, FRESH), (0, 0, FRESH), (0, 1, KEEP)], steps=1)
+    labels = [learner.bank.entries[p].task_label for p in learner.bank.positions()]
+    assert sorted(labels) == [0, 1]

@@ -56,6 +56,10 @@ def test_random_recurrence_is_seeded_introduces_every_task_and_never_repeats_at_
         ({"svd_energy": 1.5}, "svd_energy=1.5"),
         ({"lr": -1.0}, "lr=-1.0"),
         ({"slot": 2}, "no field 'slot'"),
+        ({"data_seed": -1}, "data_seed=-1"),
+        ({"retention": "mru"}, "retention='mru'"),
+        ({"distill_weight": -0.5}, "distill_weight=-0.5"),
+        ({"tolerance": 0.0}, "tolerance=0.0"),
     ],
 )
 def test_invalid_parameters_raise_one_value_error_naming_them(overrides, message):

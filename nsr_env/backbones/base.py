@@ -21,11 +21,12 @@ import torch
 from torch import nn
 
 POOLS = {
-    "relu6_mean": lambda z: torch.nn.functional.relu6(z).mean(dim=1),
-    "relu_mean": lambda z: torch.relu(z).mean(dim=1),
-    "identity": lambda z: z.squeeze(1),
+    "relu6_mean": lambda z, inplace=False: torch.nn.functional.relu6(z, inplace=inplace).mean(dim=1),
+    "relu_mean": lambda z, inplace=False: torch.nn.functional.relu(z, inplace=inplace).mean(dim=1),
+    "identity": lambda z, inplace=False: z.squeeze(1),
 }
-"""The frozen maps from adapted-layer outputs (N, P, out) to head features (N, D), by name."""
+"""The frozen maps from adapted-layer outputs (N, P, out) to head features (N, D), by name.
+``inplace=True`` may overwrite ``z``: only for a tensor the caller has just computed."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
