@@ -27,6 +27,7 @@ bench: setup data
 	$(BIN)/python benchmarks/feature_cache.py
 	$(BIN)/python benchmarks/decision_step.py
 	$(BIN)/python benchmarks/bank.py
+	$(BIN)/python benchmarks/env_step.py
 
 setup: $(INSTALLED)
 

@@ -54,10 +54,42 @@ class Factors:
         return sum(t.numel() * t.element_size() for t in (self.U, self.S, self.Vh))
 
 
+def _delta_shape(delta: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[int, int]:
+    """(out, in) of a delta matrix or of a ``(left, right)`` pair; a clear error for anything else."""
+    if isinstance(delta, torch.Tensor) and delta.dim() == 2:
+        return tuple(delta.shape)
+    if (
+        isinstance(delta, tuple)
+        and len(delta) == 2
+        and all(isinstance(t, torch.Tensor) and t.dim() == 2 for t in delta)
+    ):
+        (out, inner), (inner_right, in_) = delta[0].shape, delta[1].shape
+        if inner == inner_right:
+            return out, in_
+    shapes = tuple(delta.shape) if isinstance(delta, torch.Tensor) else [tuple(getattr(t, "shape", ())) for t in delta]
+    raise ValueError(f"delta has shape {shapes}; compress needs a 2-D (out, in) weight change or a (left, right) pair")
+
+
+def _svd(delta: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Thin SVD of ``delta``, or of ``left @ right`` given as the pair, without forming the product:
+    QR of both factors, then the SVD of the small r x r core (exact, and ~100x cheaper for a LoRA)."""
+    if isinstance(delta, torch.Tensor):
+        return torch.linalg.svd(delta.detach().float(), full_matrices=False)
+    left, right = (t.detach().float() for t in delta)
+    q_left, r_left = torch.linalg.qr(left)
+    q_right, r_right = torch.linalg.qr(right.T)
+    u, s, vh = torch.linalg.svd(r_left @ r_right.T)
+    return q_left @ u, s, vh @ q_right.T
+
+
 def compress(
-    delta: torch.Tensor, energy: float | None = None, rank: int | None = None, dtype: torch.dtype = torch.float32
+    delta: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+    energy: float | None = None,
+    rank: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Factors:
-    """Truncated SVD of ``delta``: keep a fixed ``rank``, or the fewest components whose
+    """Truncated SVD of ``delta`` (a matrix, or a pair ``(left, right)`` standing for
+    ``left @ right``, as a LoRA's ``(scale * B, A)``): keep a fixed ``rank``, or the fewest components whose
     squared singular values reach the fraction ``energy`` of the total (Eckart–Young: the
     dropped components' energy is exactly the squared Frobenius error). The energy they
     may drop, ``(1 - energy) * total``, gets a relative ``ENERGY_SLACK`` so that rounding at
@@ -71,10 +103,9 @@ def compress(
         raise ValueError(f"energy={energy} must be in (0, 1]")
     if rank is not None and rank < 0:
         raise ValueError(f"rank={rank} must be >= 0")
-    if delta.dim() != 2:
-        raise ValueError(f"delta has shape {tuple(delta.shape)}; compress needs a 2-D (out, in) weight change")
-    u, s, vh = torch.linalg.svd(delta.detach().float(), full_matrices=False)
-    nonzero = int((s > s[0] * max(delta.shape) * torch.finfo(torch.float32).eps).sum()) if len(s) else 0
+    shape = _delta_shape(delta)
+    u, s, vh = _svd(delta)
+    nonzero = int((s > s[0] * max(shape) * torch.finfo(torch.float32).eps).sum()) if len(s) else 0
     if rank is not None:
         keep = min(rank, nonzero)
     else:
@@ -185,7 +216,7 @@ class TaskKnowledgeBank:
 
     def reserve(
         self,
-        delta: torch.Tensor,
+        delta: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
         head_weight: torch.Tensor,
         head_bias: torch.Tensor,
         key: torch.Tensor,
@@ -202,7 +233,9 @@ class TaskKnowledgeBank:
             raise ValueError(f"position={position!r} is not a bank position; use 0..{self.capacity - 1} or None")
         if key.shape != (self.key_dim,):
             raise ValueError(f"key has shape {tuple(key.shape)}; this bank's keys are ({self.key_dim},)")
-        for name, tensor in (("delta", delta), ("head_weight", head_weight), ("head_bias", head_bias), ("key", key)):
+        parts = delta if isinstance(delta, tuple) else (delta,)
+        checks = [("delta", t) for t in parts] + [("head_weight", head_weight), ("head_bias", head_bias), ("key", key)]
+        for name, tensor in checks:
             if not torch.isfinite(tensor).all():
                 raise ValueError(f"{name} holds NaN or infinite values; the bank stores only finite adapters")
         dtype = torch.float16 if self.float16 else torch.float32

@@ -314,8 +314,7 @@ class ContinualLearner:
         phase, self.phase = self.phase, None
         weight, bias = self.heads[phase.task]
         data = self.tasks[phase.task]
-        position = self.bank.reserve(
-            self.slots.delta(phase.slot), weight, bias, data.key, phase.task, position=self.entry_of(phase.task)
-        )
+        low_rank = (self.slots.scale * self.slots.B[phase.slot], self.slots.A[phase.slot])  # delta, unformed
+        position = self.bank.reserve(low_rank, weight, bias, data.key, phase.task, position=self.entry_of(phase.task))
         self.task_entry[phase.task] = (position, self.bank.entries[position].created)
         return position

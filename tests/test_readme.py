@@ -23,3 +23,11 @@ def test_the_core_stream_example_runs_and_recalled_returns_recover_at_once(capsy
     first_cycle, returns = steps[: scenario.tasks_per_cycle], steps[scenario.tasks_per_cycle :]
     assert first_cycle.min() >= 1 and returns.max() <= 1
     assert "ACC 0.9" in capsys.readouterr().out
+
+
+def test_the_environment_example_runs(capsys):
+    namespace: dict = {}
+    exec(python_block_after("## The environment and its controllers"), namespace)
+    assert namespace["done"] and namespace["steps"].agent.eq("fresh").all()
+    assert len(namespace["steps"]) == 2 * namespace["env"].unwrapped.scenario.num_steps
+    assert "[" in capsys.readouterr().out

@@ -20,13 +20,24 @@ import numpy as np
 import torch
 from torch import nn
 
-POOLS = {
-    "relu6_mean": lambda z, inplace=False: torch.nn.functional.relu6(z, inplace=inplace).mean(dim=1),
-    "relu_mean": lambda z, inplace=False: torch.nn.functional.relu(z, inplace=inplace).mean(dim=1),
-    "identity": lambda z, inplace=False: z.squeeze(1),
-}
-"""The frozen maps from adapted-layer outputs (N, P, out) to head features (N, D), by name.
-``inplace=True`` may overwrite ``z``: only for a tensor the caller has just computed."""
+
+def relu6_mean(z: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    return torch.nn.functional.relu6(z, inplace=inplace).mean(dim=1)
+
+
+def relu_mean(z: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    return torch.nn.functional.relu(z, inplace=inplace).mean(dim=1)
+
+
+def single_position(z: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    return z.squeeze(1)
+
+
+POOLS = {"relu6_mean": relu6_mean, "relu_mean": relu_mean, "identity": single_position}
+"""The frozen maps from adapted-layer outputs (N, P, out) to head features (N, D), by name
+(module-level functions, so that learners and environments pickle). ``inplace=True`` may
+overwrite ``z``: only for a tensor the caller has just computed."""
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

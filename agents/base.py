@@ -1,0 +1,74 @@
+"""The controller interface and the registry behind ``agents.make``.
+
+A controller sees what the environment shows (the observation, and ``info`` without its
+hidden fields) and returns ``[slot, recall]``. A rule implements :meth:`Agent.place`, the
+decision at a task boundary; inside a phase :meth:`Agent.act` sends the one valid
+action, "continue". Learned policies (PPO) override :meth:`Agent.act` and act at every step.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from nsr_env.envs.nsr import RECALL_BANK, RECALL_FRESH, RECALL_KEEP, NSREnv
+
+AGENTS: dict[str, type[Agent]] = {}
+
+
+def register_agent(cls: type[Agent]) -> type[Agent]:
+    """Class decorator: make the controller available to ``agents.make(cls.name, ...)``."""
+    AGENTS[cls.name] = cls
+    return cls
+
+
+class Agent(ABC):
+    """A controller for one NSR environment (the same or a copy of the one it acts in)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, env: gym.Env, seed: int | None = None) -> None:
+        unwrapped = env.unwrapped
+        if not isinstance(unwrapped, NSREnv):
+            raise ValueError(
+                f"env must be an NSR environment (gym.make('nsr_env/...')), got {type(unwrapped).__name__}"
+            )
+        self.env = unwrapped
+        self.layout = unwrapped.observation_layout
+        self.slots = unwrapped.scenario.slots
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:  # noqa: B027  (an optional hook: most rules keep no per-episode state)
+        """Forget per-episode state (called at the start of each episode)."""
+
+    def act(self, observation: np.ndarray, info: dict) -> np.ndarray:
+        """The action ``[slot, recall]`` for the decision the observation describes."""
+        return self.place(observation, info) if self.at_boundary(observation) else self.continue_action(observation)
+
+    @abstractmethod
+    def place(self, observation: np.ndarray, info: dict) -> np.ndarray:
+        """The rule itself: where the new phase's task goes, at a task boundary."""
+
+    # --- helpers for the rules ------------------------------------------------------------------
+
+    def part(self, observation: np.ndarray, name: str) -> np.ndarray:
+        return observation[self.layout[name]]
+
+    def at_boundary(self, observation: np.ndarray) -> bool:
+        return bool(self.part(observation, "task_boundary")[0] > 0.5)
+
+    def continue_action(self, observation: np.ndarray) -> np.ndarray:
+        return np.array([int(np.argmax(self.part(observation, "slot_current"))), RECALL_KEEP])
+
+    def least_recently_used_slot(self, observation: np.ndarray) -> int:
+        """The stalest slot (never-used slots first, then by last training step; ties: lowest index)."""
+        return int(np.argmax(self.part(observation, "slot_staleness")))
+
+
+def action(slot: int, recall: str | int) -> np.ndarray:
+    """``[slot, recall]`` from ``"fresh"``, ``"keep"`` or a bank position."""
+    choice = {"fresh": RECALL_FRESH, "keep": RECALL_KEEP}.get(recall) if isinstance(recall, str) else None
+    return np.array([slot, choice if choice is not None else RECALL_BANK + int(recall)])

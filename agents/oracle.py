@@ -1,0 +1,21 @@
+"""The reference: recall the true task's own entry. The only controller that reads hidden fields."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agents.base import Agent, action, register_agent
+
+
+@register_agent
+class OracleAgent(Agent):
+    """At a boundary, recall the bank entry of ``info["hidden_task_id"]`` if the bank still
+    holds one (read from the environment's bank labels), else start fresh; least recently
+    used slot."""
+
+    name = "oracle"
+
+    def place(self, observation: np.ndarray, info: dict) -> np.ndarray:
+        slot = self.least_recently_used_slot(observation)
+        position = self.env.learner.entry_of(info["hidden_task_id"])
+        return action(slot, "fresh" if position is None else position)

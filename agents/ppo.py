@@ -1,0 +1,166 @@
+"""PPO and MaskablePPO controllers (stable-baselines3 / sb3-contrib): training and acting.
+
+Plain PPO does not see the action mask, so it trains and acts on environments that
+coerce masked actions (``strict=False``, the default): inside a phase any action means
+"continue", and recalling an empty bank position means "fresh". MaskablePPO samples
+only valid actions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from sb3_contrib import MaskablePPO
+from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+from agents.base import Agent, register_agent
+
+
+@register_agent
+class PPOAgent(Agent):
+    """Acts with a trained stable-baselines3 PPO model, given as ``model=`` or loaded from ``path=``."""
+
+    name = "ppo"
+    algorithm = PPO
+
+    def __init__(self, env, seed: int | None = None, path: str | Path | None = None, model=None, deterministic=True):
+        super().__init__(env, seed)
+        if (path is None) == (model is None):
+            raise ValueError(f"agent {self.name!r} needs path= (a model saved by `nsr train-ppo`) or model=, not both")
+        if model is None:
+            path = Path(path)
+            if not path.is_file() and not path.with_suffix(".zip").is_file():
+                raise ValueError(f"path={str(path)!r}: no saved model there; train one with `nsr train-ppo --out DIR`")
+            model = self.algorithm.load(path, device="cpu")
+        if model.observation_space.shape != self.env.observation_space.shape or not np.array_equal(
+            model.action_space.nvec, self.env.action_space.nvec
+        ):
+            raise ValueError(
+                f"the model was trained for observations {model.observation_space.shape} and actions "
+                f"{model.action_space.nvec.tolist()}, this environment has {self.env.observation_space.shape} and "
+                f"{self.env.action_space.nvec.tolist()}: train it on the same slots and bank_capacity"
+            )
+        self.model, self.deterministic = model, deterministic
+
+    def place(self, observation: np.ndarray, info: dict) -> np.ndarray:
+        return self.act(observation, info)  # the policy decides at every step, boundaries included
+
+    def act(self, observation: np.ndarray, info: dict) -> np.ndarray:
+        action, _ = self.model.predict(observation, deterministic=self.deterministic)
+        return action
+
+
+@register_agent
+class MaskablePPOAgent(PPOAgent):
+    """Acts with a trained sb3-contrib MaskablePPO model, sampling only valid actions."""
+
+    name = "maskable_ppo"
+    algorithm = MaskablePPO
+
+    def act(self, observation: np.ndarray, info: dict) -> np.ndarray:
+        action, _ = self.model.predict(observation, action_masks=info["action_mask"], deterministic=self.deterministic)
+        return action
+
+
+class ContinualLearningLogger(BaseCallback):
+    """Logs the continual-learning figures of finished episodes to tensorboard (``cl/...``):
+    cumulative regret, mean accuracy, mean recovery steps over returning visits."""
+
+    def _on_training_start(self) -> None:
+        self.episodes = [{"regret": 0.0, "accuracy": [], "recovery": []} for _ in range(self.training_env.num_envs)]
+
+    def _on_step(self) -> bool:
+        for index, (info, done) in enumerate(zip(self.locals["infos"], self.locals["dones"], strict=True)):
+            episode = self.episodes[index]
+            episode["regret"] += info["regret"]
+            episode["accuracy"].append(info["accuracy"])
+            if info["task_boundary"] and info["recovery_steps"] >= 0:
+                episode["recovery"].append(info["recovery_steps"])
+            if done:
+                self.logger.record_mean("cl/cumulative_regret", episode["regret"])
+                self.logger.record_mean("cl/mean_accuracy", float(np.mean(episode["accuracy"])))
+                if episode["recovery"]:
+                    self.logger.record_mean("cl/recovered_at_once", float(np.mean(episode["recovery"]) == 0))
+                self.episodes[index] = {"regret": 0.0, "accuracy": [], "recovery": []}
+        return True
+
+
+def train_ppo(
+    env_id: str,
+    timesteps: int,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    n_envs: int = 1,
+    maskable: bool = False,
+    env_kwargs: dict | None = None,
+    eval_freq: int | None = None,
+    checkpoint_freq: int | None = None,
+    progress_bar: bool = False,
+    tensorboard: bool = True,
+    policy_kwargs: dict | None = None,
+    **ppo_kwargs,
+) -> Path:
+    """Train (Maskable)PPO on ``env_id`` and save it to ``out/model.zip``; returns that path.
+
+    ``out`` also receives ``config.json`` (what was trained, for reuse), tensorboard logs
+    under ``out/tensorboard`` with the ``cl/...`` figures, checkpoints under
+    ``out/checkpoints`` and the best model of the periodic evaluation under ``out/best``.
+    ``n_envs > 1`` runs the environments in subprocesses.
+    """
+    if timesteps < 1 or n_envs < 1:
+        raise ValueError(f"timesteps={timesteps} and n_envs={n_envs} must be at least 1")
+    env_kwargs = dict(env_kwargs or {})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    vec_cls = SubprocVecEnv if n_envs > 1 else DummyVecEnv
+    importable_id = env_id if ":" in env_id else f"nsr_env:{env_id}"  # subprocesses import nsr_env to find the id
+    env = make_vec_env(importable_id, n_envs=n_envs, seed=seed, vec_env_cls=vec_cls, env_kwargs=env_kwargs)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, env_kwargs=env_kwargs)
+    algorithm = MaskablePPO if maskable else PPO
+    defaults = {"n_steps": 256, "batch_size": 64, "gamma": 0.99, "ent_coef": 0.01, "learning_rate": 3e-4}
+    model = algorithm(
+        "MlpPolicy",
+        env,
+        seed=seed,
+        device="cpu",
+        verbose=0,
+        tensorboard_log=str(out / "tensorboard") if tensorboard else None,
+        policy_kwargs=policy_kwargs,
+        **{**defaults, **ppo_kwargs},
+    )
+    episode_steps = gym.make(env_id, **env_kwargs).unwrapped.scenario.num_steps
+    eval_every = max(1, (eval_freq or 4 * episode_steps) // n_envs)
+    evaluation = (MaskableEvalCallback if maskable else EvalCallback)(
+        eval_env, n_eval_episodes=1, eval_freq=eval_every, best_model_save_path=str(out / "best"), verbose=0
+    )
+    checkpoints = CheckpointCallback(
+        save_freq=max(1, (checkpoint_freq or 10 * episode_steps) // n_envs), save_path=str(out / "checkpoints")
+    )
+    model.learn(
+        timesteps,
+        callback=CallbackList([ContinualLearningLogger(), evaluation, checkpoints]),
+        progress_bar=progress_bar,
+    )
+    path = out / "model.zip"
+    model.save(path)
+    config = {
+        "env_id": env_id,
+        "env_kwargs": env_kwargs,
+        "timesteps": timesteps,
+        "seed": seed,
+        "n_envs": n_envs,
+        "agent": "maskable_ppo" if maskable else "ppo",
+        "ppo_kwargs": {**defaults, **ppo_kwargs},
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    env.close()
+    eval_env.close()
+    return path

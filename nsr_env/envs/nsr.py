@@ -1,0 +1,286 @@
+"""NSREnv: one episode is one pass over a scenario's task stream; one step is one decision step.
+
+At the first step of every phase (a task boundary) the controller's action
+``[slot, recall]`` places the phase's task: ``recall`` 0 starts the slot fresh, 1 keeps
+it as it is (sharing it with its earlier users, under distillation), 2 + i recalls bank
+position i. Inside a phase the task keeps training where it is; the only valid action
+there is "continue" (its own slot, keep). At the last step of a phase the slot is
+compressed into the bank, so the observation and the mask always describe the bank as the
+next action will find it.
+
+Observation and action mask describe the decision to come; ``info`` describes the step
+just taken (accuracy, regret, recovery) plus ``hidden_task_id``, the task the next action
+applies to, which only an oracle may read. Masked actions are replaced by the valid
+action closest in meaning (mid-phase: continue; at a boundary, an empty bank position:
+fresh) and flagged in ``info["action_coerced"]``, so that random actions, as the
+Gymnasium and SB3 checkers send, are legal; ``strict=True`` raises instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from nsr_env.learner import FRESH, KEEP
+from nsr_env.scenarios import ScenarioData, make_scenario, prepare
+
+RECALL_FRESH, RECALL_KEEP, RECALL_BANK = 0, 1, 2  # recall choice i >= 2 means bank position i - 2
+
+
+@functools.lru_cache(maxsize=8)
+def _prepared(scenario, cache: str | None, data_root: str | None) -> ScenarioData:
+    """Envs of one process share the (read-only) tensors of a scenario."""
+    return prepare(scenario, cache=cache, data_root=data_root, progress=False)
+
+
+class NSREnv(gym.Env):
+    """Continual learning with LoRA slots and a TaskKnowledgeBank; see the module docstring."""
+
+    metadata: ClassVar[dict] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        scenario: str = "default",
+        render_mode: str | None = None,
+        strict: bool = False,
+        cache: str | Path | None = None,
+        data_root: str | Path | None = None,
+        **overrides,
+    ) -> None:
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode={render_mode!r} is not supported; use None, 'ansi' or 'rgb_array'")
+        self.scenario = make_scenario(scenario, **overrides)
+        self.data = _prepared(
+            self.scenario, None if cache is None else str(cache), None if data_root is None else str(data_root)
+        )
+        self.render_mode = render_mode
+        self.strict = strict
+        S, K = self.scenario.slots, self.scenario.bank_capacity
+        self.action_space = spaces.MultiDiscrete([S, RECALL_BANK + K])
+        sizes = {
+            "bank_similarity": K,  # cosine similarity of the current task's key to each entry; -1 where empty
+            "bank_occupied": K,
+            "slot_similarity": S,  # ... to the key of each slot's latest task; -1 for an unused slot
+            "slot_used": S,
+            "slot_staleness": S,  # steps since the slot last trained / episode length; 1 if never
+            "slot_current": S,  # the slot the current phase trains (all 0 at a boundary)
+            "accuracy": 1,  # held-out accuracy after the last step
+            "task_boundary": 1,  # the next step starts a phase
+            "phase_progress": 1,  # steps into the phase / phase length
+            "bank_fill": 1,
+        }
+        self.observation_layout: dict[str, slice] = {}
+        start = 0
+        for name, size in sizes.items():
+            self.observation_layout[name] = slice(start, start + size)
+            start += size
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(start,), dtype=np.float32)
+        self.learner = None
+
+    # --- episode ---------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        scenario = self.scenario
+        self.learner = self.data.learner(seed=int(self.np_random.integers(2**31)))
+        self.phase_tasks = scenario.phase_tasks(self.np_random)
+        self.step_index = 0
+        self.slot_last_trained = np.full(scenario.slots, -1)
+        self.slot_latest_task = np.full(scenario.slots, -1)
+        self.best_accuracy: dict[int, float] = {}
+        self.visit_target = 0.0
+        self.recovery = -1
+        self.accuracy = 0.0
+        self.current_slot: int | None = None
+        self._static = None
+        return self._observation(), self._info(accuracy=0.0, regret=0.0, boundary=False, slot=-1, recall=-1)
+
+    @property
+    def phase(self) -> int:
+        return min(self.step_index // self.scenario.phase_length, self.scenario.num_phases - 1)
+
+    @property
+    def at_boundary(self) -> bool:
+        return self.step_index % self.scenario.phase_length == 0
+
+    @property
+    def current_task(self) -> int:
+        return int(self.phase_tasks[self.phase])
+
+    def step(self, action):
+        if self.learner is None:
+            raise RuntimeError("call reset() before step()")
+        if self.step_index >= self.scenario.num_steps:
+            raise RuntimeError("the episode is over (terminated): call reset() to start a new one")
+        slot, recall, coerced = self._checked(action)
+        task, boundary, L = self.current_task, self.at_boundary, self.scenario.phase_length
+        if boundary:
+            choice = FRESH if recall == RECALL_FRESH else KEEP if recall == RECALL_KEEP else recall - RECALL_BANK
+            self.learner.begin_phase(task, slot, choice)
+            self.current_slot = slot
+            self.slot_latest_task[slot] = task
+            earlier = self.best_accuracy.get(task)
+            reference = float(self.data.reference[task])
+            self.visit_target = reference if earlier is None else min(reference, earlier)
+            self.recovery = 0 if self.learner.evaluate(task)[0] >= self.visit_target - self.scenario.tolerance else -1
+        self.accuracy, _ = self.learner.decision_step()
+        self.slot_last_trained[self.current_slot] = self.step_index
+        steps_into_phase = self.step_index % L + 1
+        if self.recovery < 0 and self.accuracy >= self.visit_target - self.scenario.tolerance:
+            self.recovery = steps_into_phase
+        self.best_accuracy[task] = max(self.best_accuracy.get(task, 0.0), self.accuracy)
+        self.step_index += 1
+        if steps_into_phase == L:
+            self.learner.end_phase()
+            self.current_slot = None
+        if boundary or steps_into_phase == L:
+            self._static = None
+        regret = max(0.0, float(self.data.reference[task]) - self.accuracy)
+        terminated = self.step_index == self.scenario.num_steps
+        info = self._info(self.accuracy, regret, boundary, slot, recall, coerced, trained_task=task)
+        return self._observation(), -regret, terminated, False, info
+
+    # --- validity --------------------------------------------------------------------------
+
+    def action_masks(self) -> np.ndarray:
+        """Valid choices per action dimension, concatenated ([slot] + [recall]), as MaskablePPO expects."""
+        S, K = self.scenario.slots, self.scenario.bank_capacity
+        slots, recalls = np.zeros(S, dtype=bool), np.zeros(RECALL_BANK + K, dtype=bool)
+        if self.learner is None or self.at_boundary:
+            slots[:] = True
+            recalls[[RECALL_FRESH, RECALL_KEEP]] = True
+            if self.learner is not None:
+                recalls[RECALL_BANK:] = self.learner.bank.occupied.numpy()
+        else:
+            slots[self.current_slot] = True
+            recalls[RECALL_KEEP] = True
+        return np.concatenate([slots, recalls])
+
+    def _checked(self, action) -> tuple[int, int, bool]:
+        action = np.asarray(action)
+        if action.shape != (2,) or not np.issubdtype(action.dtype, np.integer):
+            raise ValueError(f"action={action.tolist()!r} must be two integers [slot, recall]")
+        slot, recall = int(action[0]), int(action[1])
+        S, choices = self.action_space.nvec
+        if not 0 <= slot < S:
+            raise ValueError(f"action slot={slot} is out of range: there are {S} slots (0..{S - 1})")
+        if not 0 <= recall < choices:
+            raise ValueError(
+                f"action recall={recall} is out of range: 0 = fresh, 1 = keep, 2..{choices - 1} = bank positions"
+            )
+        mask = self.action_masks()
+        slot_ok, recall_ok = mask[slot], mask[S + recall]
+        if slot_ok and recall_ok:
+            return slot, recall, False
+        if self.strict:
+            if not self.at_boundary:
+                raise ValueError(
+                    f"action {[slot, recall]} is masked: inside a phase the only valid action is to continue, "
+                    f"[{self.current_slot}, 1] (its slot, keep)"
+                )
+            raise ValueError(
+                f"action recall={recall} is masked: bank position {recall - RECALL_BANK} is empty; "
+                f"occupied positions: {self.learner.bank.positions()}"
+            )
+        if not self.at_boundary:
+            return self.current_slot, RECALL_KEEP, True
+        return slot, RECALL_FRESH, True
+
+    # --- what the controller sees ------------------------------------------------------------
+
+    def _observation(self) -> np.ndarray:
+        scenario, layout = self.scenario, self.observation_layout
+        if self._static is None:  # bank, slots and current task change only at boundaries and phase ends
+            self._static = self._static_observation()
+        observation = self._static.copy()
+        age = (self.step_index - self.slot_last_trained) / scenario.num_steps
+        observation[layout["slot_staleness"]] = np.where(self.slot_last_trained >= 0, np.clip(age, 0, 1), 1.0)
+        observation[layout["accuracy"]] = self.accuracy
+        observation[layout["phase_progress"]] = (self.step_index % scenario.phase_length) / scenario.phase_length
+        return observation
+
+    def _static_observation(self) -> np.ndarray:
+        scenario, learner, layout = self.scenario, self.learner, self.observation_layout
+        observation = np.zeros(self.observation_space.shape, dtype=np.float32)
+        key = learner.tasks[self.current_task].key
+        occupied = learner.bank.occupied
+        similarities = learner.bank.similarities(key).clamp(-1, 1).masked_fill(~occupied, -1.0)
+        observation[layout["bank_similarity"]] = similarities.numpy()
+        observation[layout["bank_occupied"]] = occupied.numpy()
+        used = self.slot_latest_task >= 0
+        slot_keys = torch.stack([learner.tasks[max(t, 0)].key for t in self.slot_latest_task])
+        slot_similarity = torch.nn.functional.cosine_similarity(slot_keys, key[None, :], dim=1).clamp(-1, 1).numpy()
+        observation[layout["slot_similarity"]] = np.where(used, slot_similarity, -1.0)
+        observation[layout["slot_used"]] = used
+        if self.current_slot is not None:
+            observation[layout["slot_current"]][self.current_slot] = 1.0
+        observation[layout["task_boundary"]] = self.at_boundary and self.step_index < scenario.num_steps
+        observation[layout["bank_fill"]] = len(learner.bank) / scenario.bank_capacity
+        return observation
+
+    def _info(self, accuracy, regret, boundary, slot, recall, coerced=False, trained_task=-1) -> dict:
+        bank = self.learner.bank
+        return {
+            "accuracy": float(accuracy),
+            "regret": float(regret),
+            "recovery_steps": int(self.recovery) if trained_task >= 0 else -1,
+            "task_boundary": bool(boundary),
+            "phase": int(self.phase if self.step_index == 0 else (self.step_index - 1) // self.scenario.phase_length),
+            "slot": int(slot),
+            "recall": int(recall),
+            "action_coerced": bool(coerced),
+            "bank_size": len(bank),
+            "bank_bytes": int(bank.nbytes),
+            "trained_task_id": int(trained_task),
+            "hidden_task_id": self.current_task,
+            "action_mask": self.action_masks(),
+        }
+
+    def render(self) -> str | np.ndarray | None:
+        """``"ansi"``: a text frame of slots, bank and accuracies; ``"rgb_array"``: the same text as an image."""
+        if self.render_mode is None or self.learner is None:
+            return None
+        text = self._text_frame()
+        return text if self.render_mode == "ansi" else _text_image(text)
+
+    def _text_frame(self) -> str:
+        learner, scenario = self.learner, self.scenario
+        boundary = " (boundary)" if self.at_boundary else ""
+        lines = [
+            f"{scenario.name}: step {self.step_index}/{scenario.num_steps}, phase {self.phase + 1}/"
+            f"{scenario.num_phases}, next task {self.current_task}{boundary}, last accuracy {self.accuracy:.3f}"
+        ]
+        for slot, users in enumerate(learner.slot_users):
+            marker = "*" if slot == self.current_slot else " "
+            lines.append(f" {marker}slot {slot}: tasks {sorted(users) or '-'}")
+        for position in range(scenario.bank_capacity):
+            entry = learner.bank.entries[position]
+            if entry is None:
+                lines.append(f"  bank {position}: empty")
+            else:
+                lines.append(
+                    f"  bank {position}: task {entry.task_label}, rank {entry.factors.rank}, "
+                    f"{entry.nbytes / 1e3:.1f} kB, visits {entry.visits}, last use {entry.last_use}"
+                )
+        accuracies = " ".join(f"{a:.2f}" for a in learner.evaluate_all())
+        lines.append(f"  accuracy per task: {accuracies}")
+        return "\n".join(lines) + "\n"
+
+
+def _text_image(text: str) -> np.ndarray:
+    """The text frame drawn in monospace on a white canvas, as an (H, W, 3) uint8 array."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    lines = text.splitlines()
+    figure = Figure(figsize=(0.09 * max(map(len, lines)) + 0.4, 0.2 * len(lines) + 0.4), dpi=100)
+    figure.text(0.02, 0.98, text, family="monospace", fontsize=10, va="top")
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

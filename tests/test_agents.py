@@ -1,0 +1,116 @@
+"""Controllers: the registry, valid actions, the tidy evaluation table, behaviour on real data, PPO end to end."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+
+import agents
+from analysis.cli import main as nsr
+from nsr_env.envs import NSREnv
+
+RULES = ["similarity", "fresh", "keep", "round_robin", "random", "oracle"]
+
+
+def per_visit(steps: pd.DataFrame) -> pd.DataFrame:
+    """One row per (seed, phase): the visit's task and its final recovery steps (-1: never recovered)."""
+    last = steps.groupby(["seed", "episode", "phase"]).tail(1)
+    first_visit = ~last.duplicated(["seed", "episode", "task"])
+    return last.assign(returning=~first_visit)
+
+
+def test_the_registry_names_every_family():
+    assert set(agents.AGENTS) == {*RULES, "ppo", "maskable_ppo"}
+    env = gym.make("nsr_env/NSR-Synthetic-v0")
+    with pytest.raises(ValueError, match="agent name 'smart' is unknown"):
+        agents.make("smart", env)
+    with pytest.raises(ValueError, match="threshold=2"):
+        agents.make("similarity", env, threshold=2)
+    with pytest.raises(ValueError, match="needs path="):
+        agents.make("ppo", env)
+    with pytest.raises(ValueError, match=r"path='/nowhere/model\.zip': no saved model there"):
+        agents.make("maskable_ppo", env, path="/nowhere/model.zip")
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_every_rule_sends_only_valid_actions(name):
+    env = gym.make("nsr_env/NSR-Synthetic-v0", strict=True, cycles=2)  # strict: a masked action would raise
+    controller = agents.make(name, env, seed=0)
+    controller.reset()
+    observation, info = env.reset(seed=0)
+    done = False
+    while not done:
+        observation, _, done, _, info = env.step(controller.act(observation, info))
+    assert info["bank_size"] >= 1
+
+
+def test_evaluate_returns_one_tidy_row_per_decision_step_and_is_deterministic():
+    steps = agents.evaluate("random", "nsr_env/NSR-Synthetic-v0", seeds=[0, 1], episodes=2, cycles=1)
+    assert list(steps.columns) == agents.COLUMNS
+    scenario = NSREnv("synthetic", cycles=1).scenario
+    assert len(steps) == 2 * 2 * scenario.num_steps
+    assert steps.groupby(["seed", "episode"]).step.max().eq(scenario.num_steps - 1).all()
+    assert steps.task_boundary.sum() == 2 * 2 * scenario.num_phases
+    again = agents.evaluate("random", "nsr_env/NSR-Synthetic-v0", seeds=[0, 1], episodes=2, cycles=1)
+    pd.testing.assert_frame_equal(steps, again)
+    assert (
+        not steps[steps.seed == 0]
+        .regret.reset_index(drop=True)
+        .equals(steps[steps.seed == 1].regret.reset_index(drop=True))
+    )
+
+
+@pytest.fixture(scope="module")
+def default_runs():
+    """The rule controllers on the real default scenario, two cycles (features from the user's cache)."""
+    return {
+        name: agents.evaluate(name, "nsr_env/NSR-v0", seeds=[0], cycles=2) for name in ("similarity", "fresh", "oracle")
+    }
+
+
+def test_similarity_recovers_returning_tasks_at_once_and_fresh_relearns(default_runs):
+    L = NSREnv("default").scenario.phase_length
+
+    def mean_returning_recovery(steps):
+        visits = per_visit(steps)
+        returning = visits[visits.returning].recovery_steps
+        return returning.where(returning >= 0, L + 1).mean()  # never recovered: counted at L + 1
+
+    similarity, fresh = (mean_returning_recovery(default_runs[name]) for name in ("similarity", "fresh"))
+    assert similarity <= 1
+    assert fresh >= 5 * max(similarity, 0.2), (similarity, fresh)
+
+
+def test_the_oracle_has_no_more_regret_than_similarity(default_runs):
+    oracle, similarity = (default_runs[name].regret.sum() for name in ("oracle", "similarity"))
+    assert oracle <= similarity + 1e-9
+    assert default_runs["fresh"].regret.sum() > similarity
+
+
+def test_maskable_ppo_trained_briefly_on_synthetic_beats_random(tmp_path):
+    path = agents.ppo.train_ppo("nsr_env/NSR-Synthetic-v0", 10_000, tmp_path, seed=0, maskable=True, tensorboard=False)
+    seeds = [100, 101, 102]
+    ppo = agents.evaluate("maskable_ppo", "nsr_env/NSR-Synthetic-v0", seeds, agent_kwargs={"path": path})
+    random = agents.evaluate("random", "nsr_env/NSR-Synthetic-v0", seeds)
+    assert ppo.regret.sum() < random.regret.sum(), (ppo.regret.sum(), random.regret.sum())
+
+
+def test_nsr_train_ppo_saves_a_controller_that_loads_and_acts(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = nsr(
+        ["train-ppo", "--env", "nsr_env/NSR-Synthetic-v0", "--timesteps", "256", "--out", str(out), "--no-progress",
+         "--set", "cycles=1"]
+    )  # fmt: skip
+    assert code == 0 and "cumulative regret" in capsys.readouterr().out
+    assert {"model.zip", "config.json", "tensorboard", "checkpoints", "best"} <= {p.name for p in out.iterdir()}
+    env = gym.make("nsr_env/NSR-Synthetic-v0", cycles=1)
+    controller = agents.make("ppo", env, path=out / "model.zip")
+    observation, info = env.reset(seed=0)
+    action = controller.act(observation, info)
+    assert env.action_space.contains(np.asarray(action))
+    with pytest.raises(ValueError, match="train it on the same slots and bank_capacity"):
+        agents.make("ppo", gym.make("nsr_env/NSR-Synthetic-v0", slots=3), path=out / "model.zip")
+    assert nsr(["train-ppo", "--timesteps", "10", "--out", str(tmp_path / "x"), "--set", "cycle=2"]) == 2
+    assert "has no field 'cycle'" in capsys.readouterr().err
