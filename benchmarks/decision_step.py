@@ -81,16 +81,20 @@ def main() -> None:
                 step()
             times[name].append((time.perf_counter() - started) / args.block * 1e3)
     median = {name: statistics.median(values) for name, values in times.items()}
+    best = {name: min(values) for name, values in times.items()}  # the least disturbed block: a noisy host slows only
     scenario = data.scenario
     print(machine_line())
     print(
         f"default decision step: {scenario.optimizer_steps} Adam step(s) of batch {scenario.batch_size}, rank "
         f"{scenario.rank}, + held-out evaluation of {learner.config.eval_size} samples"
     )
-    print(f"learner: median {median['learner']:.3f} ms/step = {1e3 / median['learner']:.0f} decision steps/s")
-    print(f"bare arithmetic: median {median['bare']:.3f} ms/step = {1e3 / median['bare']:.0f} steps/s")
+    for name in ("learner", "bare"):
+        print(
+            f"{name}: median {median[name]:.3f} ms/step = {1e3 / median[name]:.0f} steps/s; "
+            f"best block {best[name]:.3f} ms/step = {1e3 / best[name]:.0f} steps/s"
+        )
     rate, ratio = 1e3 / median["learner"], median["learner"] / median["bare"]
-    print(f"target >= 500 decision steps/s on one core: {'met' if rate >= 500 else 'NOT met'} ({rate:.0f}/s)")
+    print(f"target >= 500 decision steps/s on one core (median): {'met' if rate >= 500 else 'NOT met'} ({rate:.0f}/s)")
     print(f"ratio learner / bare: {ratio:.2f} (target <= 3: {'met' if ratio <= 3 else 'NOT met'})")
 
 

@@ -73,11 +73,15 @@ def main() -> None:
         env_times.append(env_episode(env))
         core_times.append(core_episode(data))
     env_ms, core_ms = statistics.median(env_times) * 1e3, statistics.median(core_times) * 1e3
+    env_best, core_best = min(env_times) * 1e3, min(core_times) * 1e3  # the least disturbed episode
     ratio = env_ms / core_ms
     print(machine_line())
     print(f"default: {env.unwrapped.scenario.num_steps} steps per episode, median of {args.episodes} episodes")
-    print(f"env.step, trivial controller: {env_ms:.3f} ms = {1e3 / env_ms:.0f} steps/s (target >= 500)")
-    print(f"bare core, same stream: {core_ms:.3f} ms = {1e3 / core_ms:.0f} steps/s")
+    print(
+        f"env.step, trivial controller: median {env_ms:.3f} ms = {1e3 / env_ms:.0f} steps/s, best episode "
+        f"{1e3 / env_best:.0f} steps/s (target >= 500)"
+    )
+    print(f"bare core, same stream: median {core_ms:.3f} ms = {1e3 / core_ms:.0f} steps/s, best {1e3 / core_best:.0f}")
     print(f"environment overhead: {ratio:.2f}x the bare core (target <= 1.3: {'met' if ratio <= 1.3 else 'NOT met'})")
     for algorithm in (PPO, MaskablePPO):
         rate = ppo_steps_per_second(algorithm, args.ppo_steps)
