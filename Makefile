@@ -11,6 +11,8 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 
 demo: setup data
 	$(BIN)/nsr prepare
+	$(BIN)/nsr sweep configs/quick.yaml --out results/quick --jobs 2
+	$(BIN)/nsr report results/quick
 
 test: setup data
 	$(BIN)/ruff check .
@@ -28,6 +30,7 @@ bench: setup data
 	$(BIN)/python benchmarks/decision_step.py
 	$(BIN)/python benchmarks/bank.py
 	$(BIN)/python benchmarks/env_step.py
+	$(BIN)/python benchmarks/sweep_jobs.py
 
 setup: $(INSTALLED)
 
@@ -35,7 +38,7 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,distributed]'
 	touch $@
 
 data:

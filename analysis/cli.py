@@ -97,6 +97,40 @@ def train_ppo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def sweep_command(args: argparse.Namespace) -> int:
+    """Run the unfinished cells of a sweep config and say where the tables are."""
+    from analysis.sweep import run_sweep
+
+    started = time.perf_counter()
+    summary = run_sweep(args.config, args.out, jobs=args.jobs, backend=args.backend, address=args.address)
+    out = Path(args.out)
+    print(
+        f"{len(summary)} finished cells in {out} ({time.perf_counter() - started:.0f} s this run): "
+        f"{out / 'summary.csv'}, {out / 'steps.csv'}, {out / 'matrices.json'}; next: nsr report {out}"
+    )
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """Write the tables and figures of a sweep's results directory into DIR/report and say where they are."""
+    from analysis.report import write_report  # pandas and matplotlib only; imported when the command runs
+
+    try:
+        report = write_report(args.directory, resamples=args.resamples, seed=args.seed)
+    except FileNotFoundError as error:
+        print(f"nsr report: {error}", file=sys.stderr)
+        return 2
+    print(report.paper_vs_ours)
+    for kind, paths in (("tables", report.tables), ("figures", report.figures)):
+        print(f"{kind} ({len(paths)} files):")
+        for path in paths:
+            print(f"  {path}")
+    for skipped in report.skipped:
+        print(f"skipped: {skipped}")
+    print(f"index: {report.directory / 'report.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nsr", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=train_ppo_command)
+    sweep = commands.add_parser("sweep", help="run an ablation sweep (agents x seeds x scenarios) from a config")
+    sweep.add_argument("config", metavar="CONFIG", help="a YAML config, e.g. configs/quick.yaml")
+    sweep.add_argument("--out", required=True, help="results folder; running again resumes it")
+    sweep.add_argument("--jobs", type=int, default=1, help="local processes, one torch thread each (default: 1)")
+    sweep.add_argument("--backend", choices=["local", "ray"], default="local")
+    sweep.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    sweep.set_defaults(run=sweep_command)
+    report = commands.add_parser("report", help="tables and figures of a sweep's results directory, into DIR/report")
+    report.add_argument("directory", metavar="DIR", help="the folder `nsr sweep --out` wrote")
+    report.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    report.set_defaults(run=report_command)
     return parser
 
 

@@ -48,7 +48,7 @@ def test_every_rule_sends_only_valid_actions(name):
 
 def test_evaluate_returns_one_tidy_row_per_decision_step_and_is_deterministic():
     steps = agents.evaluate("random", "nsr_env/NSR-Synthetic-v0", seeds=[0, 1], episodes=2, cycles=1)
-    assert list(steps.columns) == agents.COLUMNS
+    assert list(steps.columns) == [*agents.COLUMNS, "recalled_task"]
     scenario = NSREnv("synthetic", cycles=1).scenario
     assert len(steps) == 2 * 2 * scenario.num_steps
     assert steps.groupby(["seed", "episode"]).step.max().eq(scenario.num_steps - 1).all()

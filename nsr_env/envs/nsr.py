@@ -10,10 +10,12 @@ next action will find it.
 
 Observation and action mask describe the decision to come; ``info`` describes the step
 just taken (accuracy, regret, recovery) plus ``hidden_task_id``, the task the next action
-applies to, which only an oracle may read. Masked actions are replaced by the valid
-action closest in meaning (mid-phase: continue; at a boundary, an empty bank position:
-fresh) and flagged in ``info["action_coerced"]``, so that random actions, as the
-Gymnasium and SB3 checkers send, are legal; ``strict=True`` raises instead.
+applies to, which only an oracle may read (``trained_task_id`` and ``recalled_task_id``,
+the hidden tasks of the step just taken and of the entry it recalled, are for analysis).
+Masked actions are replaced by the valid action closest in meaning (mid-phase: continue;
+at a boundary, an empty bank position: fresh) and flagged in ``info["action_coerced"]``,
+so that random actions, as the Gymnasium and SB3 checkers send, are legal;
+``strict=True`` raises instead.
 """
 
 from __future__ import annotations
@@ -120,8 +122,11 @@ class NSREnv(gym.Env):
             raise RuntimeError("the episode is over (terminated): call reset() to start a new one")
         slot, recall, coerced = self._checked(action)
         task, boundary, L = self.current_task, self.at_boundary, self.scenario.phase_length
+        recalled_task = -1
         if boundary:
             choice = FRESH if recall == RECALL_FRESH else KEEP if recall == RECALL_KEEP else recall - RECALL_BANK
+            if recall >= RECALL_BANK:
+                recalled_task = self.learner.bank.entries[recall - RECALL_BANK].task_label
             self.learner.begin_phase(task, slot, choice)
             self.current_slot = slot
             self.slot_latest_task[slot] = task
@@ -143,7 +148,7 @@ class NSREnv(gym.Env):
             self._static = None
         regret = max(0.0, float(self.data.reference[task]) - self.accuracy)
         terminated = self.step_index == self.scenario.num_steps
-        info = self._info(self.accuracy, regret, boundary, slot, recall, coerced, trained_task=task)
+        info = self._info(self.accuracy, regret, boundary, slot, recall, coerced, task, recalled_task)
         return self._observation(), -regret, terminated, False, info
 
     # --- validity --------------------------------------------------------------------------
@@ -224,7 +229,7 @@ class NSREnv(gym.Env):
         observation[layout["bank_fill"]] = len(learner.bank) / scenario.bank_capacity
         return observation
 
-    def _info(self, accuracy, regret, boundary, slot, recall, coerced=False, trained_task=-1) -> dict:
+    def _info(self, accuracy, regret, boundary, slot, recall, coerced=False, trained_task=-1, recalled_task=-1) -> dict:
         bank = self.learner.bank
         return {
             "accuracy": float(accuracy),
@@ -238,6 +243,7 @@ class NSREnv(gym.Env):
             "bank_size": len(bank),
             "bank_bytes": int(bank.nbytes),
             "trained_task_id": int(trained_task),
+            "recalled_task_id": int(recalled_task),  # hidden: whose entry this step recalled (analysis only)
             "hidden_task_id": self.current_task,
             "action_mask": self.action_masks(),
         }

@@ -1,0 +1,410 @@
+"""analysis.stats and analysis.report on hand-worked values, properties, and SYNTHETIC results directories."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import trim_mean
+
+from analysis import report as report_module
+from analysis.cli import main
+from analysis.metrics import average_accuracy, backward_transfer, forgetting
+from analysis.report import (
+    excess_regret,
+    load_results,
+    metric_table,
+    paper_vs_ours,
+    regret_curves,
+    theorem1_fit,
+    write_report,
+)
+from analysis.stats import iqm, mean, stratified_bootstrap
+
+# --- a SYNTHETIC results directory in the format `nsr sweep` writes ----------------------------
+
+PHASE_LENGTH = 4
+LEARN = np.array([0.4, 0.3, 0.2, 0.1])  # regret of learning a task from scratch: Delta_switch = 1.0
+BYTES = 35_863
+# On a returning visit: fraction of LEARN paid again, recovery steps, accuracy kept by tasks not trained.
+BEHAVIOUR = {
+    "similarity": (0.0, 0, 0.88),
+    "oracle": (0.0, 0, 0.88),
+    "fresh": (1.0, 3, 0.60),
+    "keep": (0.3, 1, 0.80),
+    "ppo": (0.1, 2, 0.85),
+}
+GRID = [(m, t) for m in (2, 3) for t in (1, 2, 4)]  # (tasks_per_cycle, cycles), one slot
+SEEDS = (0, 1, 2)
+
+
+def synthetic_run(agent: str, m: int, t: int, seed: int, slots: int = 1) -> tuple[dict, list[dict], dict]:
+    """One SYNTHETIC run: its summary row, its step rows and its accuracy matrix, consistent with each other."""
+    relearn, recovery, kept = BEHAVIOUR[agent]
+    rng = np.random.default_rng([seed, m, t, list(BEHAVIOUR).index(agent)])
+    cell = f"{agent}-m{m}-t{t}-s{seed}"
+    tasks = [phase % m for phase in range(m * t)]
+    steps, R, first_visits, recoveries, trained, bank = [], [], [], [], set(), []
+    for phase, task in enumerate(tasks):
+        returning = task in trained
+        scale = relearn if returning else 1.0 + 0.05 * rng.standard_normal()
+        regret = scale * LEARN + rng.uniform(0, 0.01, PHASE_LENGTH)
+        recovered_at = recovery if returning else 3
+        if returning:
+            recoveries.append(recovery)
+        else:
+            first_visits.append(regret.sum())
+        recall = 2 + bank.index(task) if returning and relearn == 0 else (1 if agent == "keep" else 0)
+        for k in range(PHASE_LENGTH):
+            if k == PHASE_LENGTH - 1 and task not in bank:
+                bank.append(task)
+            steps.append(
+                {"cell": cell, "scenario": "synthetic", "agent": agent, "seed": seed, "episode": 0,
+                 "step": phase * PHASE_LENGTH + k, "task": task, "phase": phase, "slot": phase % slots,
+                 "recall": recall if k == 0 else 1, "accuracy": 0.9 - regret[k], "regret": regret[k],
+                 "recovery_steps": recovered_at if k >= recovered_at else -1, "task_boundary": k == 0,
+                 "bank_size": len(bank), "bank_bytes": len(bank) * BYTES, "tasks_per_cycle": m, "cycles": t,
+                 "slots": slots, "rank": 4, "bank_capacity": 10}
+            )  # fmt: skip
+        trained.add(task)
+        R.append([0.9 if j == task else kept if j in trained else 0.5 for j in range(m)])
+    summary = {
+        "cell": cell, "scenario": "synthetic", "agent": agent, "seed": seed, "episode": 0, "tasks_per_cycle": m,
+        "cycles": t, "phase_length": PHASE_LENGTH, "slots": slots, "rank": 4, "bank_capacity": 10,
+        "returning_visits": (t - 1) * m, "cumulative_regret": sum(s["regret"] for s in steps),
+        "mean_recovery_steps": np.mean(recoveries) if recoveries else math.nan, "censored_visits": 0,
+        "acc": average_accuracy(R, tasks), "bwt": backward_transfer(R, tasks), "forgetting": forgetting(R, tasks),
+        "bytes_per_task": BYTES, "retrieval_precision": 1.0 if recoveries and relearn == 0 else math.nan,
+        "first_visit_regret": np.mean(first_visits),
+    }  # fmt: skip
+    return summary, steps, {cell: [{"episode": 0, "phase_tasks": tasks, "R": R}]}
+
+
+def synthetic_results(
+    root: Path, agents=("similarity", "oracle", "fresh", "keep"), grid=GRID, seeds=SEEDS, ppo_on=(3, 2)
+) -> Path:
+    """A SYNTHETIC results directory: ``agents`` x ``grid`` x ``seeds``, plus ppo on the stratum ``ppo_on`` only."""
+    runs = [(a, m, t, s) for a in agents for m, t in grid for s in seeds]
+    runs += [("ppo", *ppo_on, s) for s in seeds] if ppo_on else []
+    summary, steps, matrices = [], [], {}
+    for run in runs:
+        row, rows, matrix = synthetic_run(*run)
+        summary.append(row)
+        steps += rows
+        matrices |= matrix
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(summary).to_csv(root / "summary.csv", index=False)
+    pd.DataFrame(steps).to_csv(root / "steps.csv", index=False)
+    (root / "matrices.json").write_text(json.dumps(matrices))
+    return root
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory) -> Path:
+    return synthetic_results(tmp_path_factory.mktemp("synthetic") / "results")
+
+
+@pytest.fixture(scope="module")
+def summary(results_dir) -> pd.DataFrame:
+    return pd.read_csv(results_dir / "summary.csv")
+
+
+@pytest.fixture(scope="module")
+def written(results_dir):
+    return write_report(results_dir, resamples=200)
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def test_iqm_by_hand():
+    assert iqm([1, 2, 3, 4, 5, 6, 7, 100]) == pytest.approx(4.5)  # mean of 3, 4, 5, 6; the mean is 16
+    assert iqm([1, 2, 3, 4, 100]) == pytest.approx(3.0)  # 5 // 4 = 1 dropped at each end
+    assert iqm([5, 1, 3]) == pytest.approx(3.0)  # fewer than 4 values: the plain mean
+    assert iqm([[1, 10], [2, 20], [3, 30], [400, 4000]], axis=0) == pytest.approx([2.5, 25])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 12, 13])
+def test_iqm_is_scipys_quarter_trimmed_mean(n):
+    values = np.random.default_rng(n).lognormal(size=n)
+    assert iqm(values) == pytest.approx(trim_mean(values, 0.25))
+
+
+def test_bootstrap_of_two_values_by_hand():
+    # resampled means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4: the 2.5% and 97.5% quantiles are 0 and 1
+    estimate, low, high = stratified_bootstrap([[0.0, 1.0]], resamples=2000, seed=0)
+    assert (estimate, low, high) == (0.5, 0.0, 1.0)
+
+
+def test_seeds_are_resampled_within_strata_only():
+    # every stratified resample holds three 0s and three 1s, so its mean is always 0.5
+    assert stratified_bootstrap([[0, 0, 0], [1, 1, 1]]) == (0.5, 0.5, 0.5)
+    _, low, high = stratified_bootstrap([[0, 0, 0, 1, 1, 1]])  # one stratum: the mix varies
+    assert low < 0.5 < high
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=8), min_size=1, max_size=4),
+    st.integers(0, 2**32 - 1),
+)
+def test_interval_contains_the_estimate(strata, seed):
+    for statistic in (mean, iqm):
+        estimate, low, high = stratified_bootstrap(strata, statistic, resamples=500, seed=seed)
+        slack = 1e-9 * (1 + abs(estimate))
+        assert low - slack <= estimate <= high + slack
+        assert min(map(min, strata)) - slack <= low <= high <= max(map(max, strata)) + slack
+
+
+def test_interval_narrows_with_more_seeds():
+    values = np.random.default_rng(0).normal(size=(3, 80))
+    width = {}
+    for n in (5, 20, 80):
+        _, low, high = stratified_bootstrap(values[:, :n])
+        width[n] = high - low
+    assert width[5] > width[20] > width[80] > 0
+
+
+def test_bootstrap_is_deterministic_given_its_seed():
+    strata = [np.random.default_rng(1).normal(size=6), [3.0, 4.0, 8.0]]
+    assert stratified_bootstrap(strata, seed=7) == stratified_bootstrap(strata, seed=7)
+    assert stratified_bootstrap(strata, seed=7)[1:] != stratified_bootstrap(strata, seed=8)[1:]
+
+
+def test_vector_observations_are_bootstrapped_column_by_column_with_the_same_draws():
+    curves = np.random.default_rng(2).normal(size=(5, 3)).cumsum(axis=1)
+    estimate, low, high = stratified_bootstrap([curves], seed=3)
+    for column in range(3):
+        assert (estimate[column], low[column], high[column]) == pytest.approx(
+            stratified_bootstrap([curves[:, column]], seed=3)
+        )
+
+
+@pytest.mark.parametrize(
+    ("strata", "message"),
+    [([], "at least one stratum"), ([[1.0], []], "stratum 1 has no seeds"), ([[1.0, math.nan]], "NaN"),
+     ([np.ones((2, 3)), np.ones((2, 4))], "shape")],
+)  # fmt: skip
+def test_bootstrap_rejects_bad_strata(strata, message):
+    with pytest.raises(ValueError, match=message):
+        stratified_bootstrap(strata)
+
+
+# --- tables ---------------------------------------------------------------------------------------
+
+
+def test_metric_table_pools_runs_with_stratified_intervals(summary):
+    table = metric_table(summary, resamples=500).set_index(["agent", "metric"])
+    fresh = summary[summary["agent"] == "fresh"]
+    row = table.loc[("fresh", "cumulative_regret")]
+    assert row["n_runs"] == len(GRID) * len(SEEDS)
+    assert row["mean"] == pytest.approx(fresh["cumulative_regret"].mean())
+    assert row["iqm"] == pytest.approx(trim_mean(fresh["cumulative_regret"], 0.25))
+    assert row["ci_low"] < row["mean"] < row["ci_high"]
+    assert row["iqm_low"] <= row["iqm"] <= row["iqm_high"]
+    # recovery steps exist only where tasks return (T > 1): 4 strata x 3 seeds
+    assert table.loc[("fresh", "mean_recovery_steps"), "n_runs"] == 12
+    assert table.loc[("fresh", "mean_recovery_steps"), "mean"] == pytest.approx(3.0)
+    never_recalls = table.loc[("fresh", "retrieval_precision")]
+    assert never_recalls["n_runs"] == 0 and math.isnan(never_recalls["mean"])
+    assert list(dict.fromkeys(table.index.get_level_values("agent"))) == [
+        "similarity",
+        "oracle",
+        "fresh",
+        "keep",
+        "ppo",
+    ]
+
+
+def test_metric_table_by_stratum_bootstraps_each_stratum_alone(summary):
+    table = metric_table(summary, by_stratum=True, resamples=500)
+    assert set(table.loc[table["agent"] == "ppo", "stratum"]) == {"synthetic M=3 T=2"}
+    assert table.groupby(["agent", "stratum"]).ngroups == 4 * len(GRID) + 1
+    row = table[(table["agent"] == "keep") & (table["stratum"] == "synthetic M=2 T=4") & (table["metric"] == "acc")]
+    expected = summary.query("agent == 'keep' and tasks_per_cycle == 2 and cycles == 4")["acc"].mean()
+    assert row["mean"].item() == pytest.approx(expected)
+    assert row["tasks_per_cycle"].item() == 2 and row["cycles"].item() == 4 and row["n_runs"].item() == 3
+
+
+def test_metric_table_is_deterministic_given_the_seed(summary):
+    first = metric_table(summary, resamples=300, seed=5)
+    pd.testing.assert_frame_equal(first, metric_table(summary, resamples=300, seed=5))
+    other = metric_table(summary, resamples=300, seed=6)
+    assert not first["ci_low"].equals(other["ci_low"])
+    pd.testing.assert_series_equal(first["mean"], other["mean"])
+
+
+def hand_summary(excess: dict[str, list[float]]) -> pd.DataFrame:
+    """One seed on M=2, T in (1, 2, 3): returning visits 0, 2, 4; oracle regret 1, first-visit regrets 0.5, 0.7, 0.9."""
+    rows = []
+    for agent, extra in {"oracle": [0.0, 0.0, 0.0], **excess}.items():
+        for t, (add, first) in enumerate(zip(extra, (0.5, 0.7, 0.9), strict=True), start=1):
+            rows.append(
+                {"agent": agent, "seed": 0, "scenario": "synthetic", "tasks_per_cycle": 2, "cycles": t,
+                 "phase_length": 4, "slots": 1, "rank": 4, "bank_capacity": math.nan, "returning_visits": (t - 1) * 2,
+                 "cumulative_regret": 1 + add, "first_visit_regret": first}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_theorem1_fit_by_hand():
+    fit = theorem1_fit(hand_summary({"fresh": [0.0, 2.0, 5.0], "similarity": [0.0, 0.0, 0.0]})).set_index("agent")
+    assert list(fit.index) == ["similarity", "fresh"]  # the oracle is the reference, not a row
+    # points (0, 0), (2, 2), (4, 5): x̄ = 2, ȳ = 7/3, Sxy = 10, Sxx = 8
+    assert fit.loc["fresh", "slope"] == pytest.approx(1.25)
+    assert fit.loc["fresh", "intercept"] == pytest.approx(7 / 3 - 2.5)
+    # residuals 1/6, -1/3, 1/6: SSres = 1/6; SStot = 114/9; R² = 1 - 9/684 = 75/76
+    assert fit.loc["fresh", "r2"] == pytest.approx(75 / 76)
+    assert fit.loc["similarity", "slope"] == 0 and math.isnan(fit.loc["similarity", "r2"])  # flat: nothing to explain
+    assert (fit["n_points"] == 3).all()
+    assert fit["delta_switch"].tolist() == pytest.approx([0.7, 0.7])  # mean of the oracle's 0.5, 0.7, 0.9
+    assert (fit["delta_switch_source"] == "oracle first_visit_regret").all()
+
+
+def test_theorem1_fit_on_the_synthetic_grid(summary):
+    fit = theorem1_fit(summary).set_index("agent")
+    assert fit.loc["fresh", "slope"] == pytest.approx(1.0, rel=0.05)  # relearning costs LEARN.sum() = 1 per visit
+    assert fit.loc["fresh", "r2"] >= 0.99
+    assert abs(fit.loc["similarity", "slope"]) <= 0.1 * fit.loc["fresh", "slope"]
+    assert fit.loc["keep", "slope"] == pytest.approx(0.3, rel=0.1)
+    assert fit.loc["fresh", "n_points"] == len(GRID) * len(SEEDS)
+    assert math.isnan(fit.loc["ppo", "slope"])  # one stratum: one number of returning visits, no line
+    oracle = summary[summary["agent"] == "oracle"]
+    assert fit.loc["fresh", "delta_switch"] == pytest.approx(oracle["first_visit_regret"].mean())
+    points = excess_regret(summary)
+    assert len(points) == 3 * len(GRID) * len(SEEDS) + len(SEEDS)  # similarity, fresh, keep everywhere; ppo once
+
+
+def test_theorem1_fit_without_the_oracle_says_what_to_add(summary):
+    with pytest.raises(ValueError, match=r"no 'oracle' runs .*add oracle to the sweep config"):
+        theorem1_fit(summary[summary["agent"] != "oracle"])
+
+
+def test_a_missing_column_is_named(summary):
+    with pytest.raises(ValueError, match=r"summary lacks column.* first_visit_regret.*nsr sweep"):
+        theorem1_fit(summary.drop(columns="first_visit_regret"))
+    with pytest.raises(ValueError, match="column seed must be numeric"):
+        metric_table(summary.assign(seed="zero"))
+
+
+def test_paper_vs_ours_by_hand(summary):
+    table = paper_vs_ours(summary).set_index("claim")
+    returning = summary[summary["cycles"] > 1]
+    fresh, similarity = (returning[returning["agent"] == a] for a in ("fresh", "similarity"))
+    assert table.loc["bank cuts cyclic recovery time", "ours_value"] == math.inf  # similarity recovers in 0 steps
+    assert table.loc["bank cuts cyclic recovery time", "ours"] == "∞: fresh 3 / similarity 0 steps"
+    assert table.loc["recovery steps, ppo (paper: RL)", "ours_value"] == pytest.approx(2.0)
+    assert table.loc["recovery steps, maskable_ppo (paper: RL)", "ours"] == "not run"
+    bwt = abs(summary.query("agent == 'fresh'")["bwt"].mean()) / abs(
+        summary.query("agent == 'similarity'")["bwt"].mean()
+    )
+    assert table.loc["closer to zero BWT than memoryless", "ours_value"] == pytest.approx(bwt)  # 0.3 / 0.02 = 15
+    assert table.loc["bank memory per task", "ours_value"] == pytest.approx(BYTES / 1e6)
+    assert table.loc["bank memory per task", "paper_value"] == 0.29
+    assert len(fresh) == len(similarity) == 12
+
+
+def test_paper_vs_ours_ratio_of_finite_recoveries_and_missing_agents(summary):
+    slower = summary.assign(
+        mean_recovery_steps=np.where(summary["agent"] == "similarity", 0.5, summary["mean_recovery_steps"])
+    )
+    table = paper_vs_ours(slower).set_index("claim")
+    assert table.loc["bank cuts cyclic recovery time", "ours_value"] == pytest.approx(3.0 / 0.5)
+    assert table.loc["bank cuts cyclic recovery time", "ours"] == "6x: fresh 3 / similarity 0.5 steps"
+    alone = paper_vs_ours(summary[summary["agent"] == "oracle"]).set_index("claim")
+    assert alone["ours_value"].isna().all()
+    assert alone.loc["bank cuts cyclic recovery time", "ours"] == "not run (needs fresh and similarity)"
+
+
+def test_regret_curves_end_at_each_runs_cumulative_regret(results_dir, summary):
+    curves = regret_curves(load_results(results_dir), resamples=200)
+    final = curves.groupby(["agent", "stratum"]).tail(1).set_index(["agent", "stratum"])
+    assert final.loc[("fresh", "synthetic M=3 T=4"), "step"] == 3 * 4 * PHASE_LENGTH - 1
+    expected = summary.query("agent == 'fresh' and tasks_per_cycle == 3 and cycles == 4")["cumulative_regret"].mean()
+    assert final.loc[("fresh", "synthetic M=3 T=4"), "mean"] == pytest.approx(expected)
+    assert (curves["low"] <= curves["mean"] + 1e-12).all() and (curves["mean"] <= curves["high"] + 1e-12).all()
+    assert (curves.groupby(["agent", "stratum"])["mean"].diff().dropna() >= 0).all()  # regret only accumulates
+
+
+# --- the report on disk -------------------------------------------------------------------------
+
+
+def test_write_report_writes_every_table_and_figure(written, results_dir):
+    out = results_dir / "report"
+    names = {p.name for p in written.tables + written.figures}
+    for stem in ("metrics", "metrics_by_stratum", "paper_vs_ours", "theorem1"):
+        assert {f"{stem}.md", f"{stem}.csv"} <= names
+    for stem in ("regret_curves", "recovery_steps", "accuracy_matrices", "allocation", "theorem1"):
+        assert (out / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
+        assert (out / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
+    assert written.skipped == []
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
+    metrics = (out / "metrics.md").read_text()
+    assert "| fresh | 18 | 3 [3, 3] |" in metrics  # runs, then recovery steps: mean [95% CI]
+    theorem = pd.read_csv(out / "theorem1.csv").set_index("agent")
+    assert theorem.loc["fresh", "slope"] == pytest.approx(1.0, rel=0.05)
+    index = (out / "report.md").read_text()
+    assert "![theorem1](theorem1.png)" in index and "| bank memory per task | 0.29 MB | 0.0359 MB |" in index
+
+
+def test_report_skips_what_the_results_cannot_support(tmp_path):
+    root = synthetic_results(
+        tmp_path / "results", agents=("similarity", "fresh"), grid=[(2, 2)], seeds=(0,), ppo_on=None
+    )
+    (root / "report").mkdir()
+    (root / "report" / "theorem1.png").write_bytes(b"from an earlier report")
+    matrices = json.loads((root / "matrices.json").read_text())
+    (root / "matrices.json").write_text(json.dumps({k: v for k, v in matrices.items() if k.startswith("fresh")}))
+    report = write_report(root, resamples=50)
+    assert any("no 'oracle' runs" in s for s in report.skipped)
+    assert not (root / "report" / "theorem1.png").exists()  # a stale figure is not left beside the new ones
+    assert not (root / "report" / "metrics_by_stratum.md").exists()  # a single stratum
+    assert (root / "report" / "accuracy_matrices.png").exists()  # fresh's matrix alone; similarity's is skipped
+
+
+@pytest.mark.parametrize("name", ["summary.csv", "steps.csv", "matrices.json"])
+def test_a_missing_file_is_named_with_what_to_run(tmp_path, name):
+    root = synthetic_results(tmp_path / "results", agents=("fresh",), grid=[(2, 1)], seeds=(0,))
+    (root / name).unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{name} is missing; run `nsr sweep CONFIG --out DIR` first"):
+        load_results(root)
+
+
+def test_a_killed_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    root = synthetic_results(tmp_path / "results", agents=("fresh",), grid=[(2, 1)], seeds=(0,))
+    (root / "report").mkdir()
+    (root / "report" / "metrics.csv").write_text("previous report\n")
+
+    def half_then_die(self, path, **kwargs):
+        Path(path).write_text("agent,metr")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(root, resamples=50)
+    assert [p.name for p in (root / "report").iterdir()] == ["metrics.csv"]
+    assert (root / "report" / "metrics.csv").read_text() == "previous report\n"
+
+
+def test_nsr_report_prints_where_everything_is(tmp_path, capsys):
+    root = synthetic_results(tmp_path / "results", agents=("similarity", "oracle", "fresh"), grid=[(2, 1), (2, 3)])
+    assert main(["report", str(root), "--resamples", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "| bank cuts cyclic recovery time | 10x | ∞: fresh 3 / similarity 0 steps |" in out
+    for name in ("metrics.md", "theorem1.csv", "regret_curves.png", "allocation.pdf"):
+        assert f"  {root / 'report' / name}\n" in out
+    assert f"index: {root / 'report' / 'report.md'}" in out
+
+
+def test_nsr_report_without_results_prints_one_error_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nsr report: results directory") and "run `nsr sweep CONFIG --out DIR` first" in err
+    assert err.count("\n") == 1
+    assert report_module.SWEEP_HINT in err

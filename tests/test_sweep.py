@@ -1,0 +1,159 @@
+"""The sweep: config errors before any work, resumable runs, parallel and Ray backends, the Theorem 1 trend."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.report import theorem1_fit
+from analysis.sweep import ConfigError, load_config, run_sweep
+
+SYNTHETIC_GRID = """
+name: tiny
+scenarios:
+  - scenario: synthetic
+    grid: {tasks_per_cycle: [2, 3], cycles: [1, 2], slots: 1}
+agents: [similarity, fresh, oracle]
+seeds: [0, 1]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    summary = pd.read_csv(out / "summary.csv").sort_values(["cell", "episode"]).reset_index(drop=True)
+    steps = pd.read_csv(out / "steps.csv").sort_values(["cell", "episode", "step"]).reset_index(drop=True)
+    return summary, steps
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("scenarios: [{scenario: synthetic}]\nagents: [fresh]\nseeds: [0]\ncolour: red\n", "config key 'colour'"),
+        ("scenarios: [{scenario: synthetic}]\nagents: [smart]\nseeds: [0]\n", "'agents': 'smart' is not an agent"),
+        ("scenarios: [{scenario: imagenet}]\nagents: [fresh]\nseeds: [0]\n", r"'scenarios\[0\].scenario': 'imagenet'"),
+        (
+            "scenarios: [{scenario: synthetic, grid: {slot: [1]}}]\nagents: [fresh]\nseeds: [0]\n",
+            r"'scenarios\[0\].grid.slot' is not a scenario field",
+        ),
+        ("scenarios: [{scenario: synthetic, grid: {slots: [0]}}]\nagents: [fresh]\nseeds: [0]\n", "slots=0"),
+        ("scenarios: [{scenario: synthetic}]\nagents: [fresh]\nseeds: [zero]\n", "'seeds' must be an integer"),
+        ("scenarios: [{scenario: synthetic}]\nagents: [ppo]\nseeds: [0]\n", "'ppo.timesteps' is missing"),
+        ("scenarios: [{scenario: synthetic}]\nagents: [fresh]\n", "'seeds' is missing"),
+        ("scenarios: [{scenario: synthetic}]\nagents: [fresh]\nseeds: [0]\nepisodes: 0\n", "'episodes'"),
+        ("[unclosed\n", "not valid YAML"),
+    ],
+)
+def test_a_bad_config_stops_before_any_work_naming_the_key(tmp_path, text, message):
+    out = tmp_path / "results"
+    with pytest.raises(ConfigError, match=message):
+        run_sweep(write(tmp_path, text), out, progress=False)
+    assert not out.exists()
+
+
+def test_the_shipped_configs_load():
+    for name in ("quick", "ablation", "theorem1"):
+        config = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
+        assert config.name == name and config.cells
+        assert len({cell.id for cell in config.cells}) == len(config.cells)
+
+
+def test_a_run_writes_one_summary_row_per_cell_and_a_rerun_skips_them(tmp_path):
+    config = write(tmp_path, SYNTHETIC_GRID)
+    out = tmp_path / "results"
+    summary = run_sweep(config, out, progress=False)
+    assert len(summary) == 3 * 2 * 2 * 2 and summary.cell.is_unique
+    required = {"scenario", "agent", "seed", "tasks_per_cycle", "cycles", "slots", "rank", "cumulative_regret"}
+    required |= {"mean_recovery_steps", "acc", "bwt", "forgetting", "bytes_per_task", "retrieval_precision"}
+    assert required <= set(summary.columns)
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    run_sweep(config, out, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before  # nothing re-run
+    matrices = json.loads((out / "matrices.json").read_text())
+    assert set(matrices) == set(summary.cell)
+    with pytest.raises(ConfigError, match="holds the results of another config"):
+        run_sweep(write(tmp_path, SYNTHETIC_GRID.replace("seeds: [0, 1]", "seeds: [2]"), "other.yaml"), out)
+
+
+def test_a_killed_run_resumes_to_the_same_tables_with_no_cell_lost_or_doubled(tmp_path):
+    config = write(tmp_path, SYNTHETIC_GRID)
+    reference = tmp_path / "reference"
+    run_sweep(config, reference, progress=False)
+    out = tmp_path / "killed"
+    script = f"from analysis.sweep import run_sweep; run_sweep({str(config)!r}, {str(out)!r}, progress=False)"
+    process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if len(list((out / "cells").glob("*.json"))) >= 3:  # killed part-way: after three cells
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = len(list((out / "cells").glob("*.json")))
+    assert 0 < finished < 24, "the kill should land mid-run"
+    run_sweep(config, out, progress=False)
+    for resumed, uninterrupted in zip(tables(out), tables(reference), strict=True):
+        pd.testing.assert_frame_equal(resumed, uninterrupted)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_two_local_processes_give_the_same_tables_as_one(tmp_path):
+    config = write(tmp_path, SYNTHETIC_GRID)
+    run_sweep(config, tmp_path / "one", jobs=1, progress=False)
+    run_sweep(config, tmp_path / "two", jobs=2, progress=False)
+    for a, b in zip(tables(tmp_path / "one"), tables(tmp_path / "two"), strict=True):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_ray_backend_on_a_local_instance_gives_the_same_tables(tmp_path):
+    pytest.importorskip("ray", reason="the distributed extra is not installed")
+    config = write(tmp_path, SYNTHETIC_GRID)
+    run_sweep(config, tmp_path / "local", progress=False)
+    run_sweep(config, tmp_path / "ray", backend="ray", progress=False)
+    for a, b in zip(tables(tmp_path / "local"), tables(tmp_path / "ray"), strict=True):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_ppo_cells_train_once_and_reuse_the_saved_model(tmp_path):
+    text = SYNTHETIC_GRID.replace("[similarity, fresh, oracle]", "[maskable_ppo]").replace("[0, 1]", "[0]")
+    text = text.replace("tasks_per_cycle: [2, 3], cycles: [1, 2]", "tasks_per_cycle: 2, cycles: 2")
+    config = write(tmp_path, text + "ppo: {timesteps: 256}\n")
+    out = tmp_path / "results"
+    run_sweep(config, out, progress=False)
+    (model,) = (out / "models").glob("*/model.zip")
+    stamp = model.stat().st_mtime_ns
+    (next((out / "cells").glob("*.json"))).unlink()  # the cell is redone, its model reused
+    summary = run_sweep(config, out, progress=False)
+    assert model.stat().st_mtime_ns == stamp and len(summary) == 1
+
+
+@pytest.fixture(scope="module")
+def theorem_grid(tmp_path_factory):
+    """The real default scenario on one slot: M in {2, 3, 4} tasks x T in {1, 2, 3} cycles."""
+    out = tmp_path_factory.mktemp("theorem")
+    config = write(
+        out,
+        "scenarios: [{scenario: default, grid: {tasks_per_cycle: [2, 3, 4], cycles: [1, 2, 3], slots: 1}}]\n"
+        "agents: [fresh, similarity, oracle]\nseeds: [0]\n",
+    )
+    return run_sweep(config, out / "results", progress=False)
+
+
+def test_theorem1_memoryless_excess_regret_grows_linearly_and_the_bank_stays_flat(theorem_grid):
+    fit = theorem1_fit(theorem_grid).set_index("agent")
+    memoryless, bank = fit.loc["fresh"], fit.loc["similarity"]
+    assert memoryless.slope > 0 and memoryless.r2 >= 0.9, memoryless.to_dict()
+    assert abs(bank.slope) <= 0.1 * memoryless.slope, bank.to_dict()
+    assert 0.5 * memoryless.delta_switch < memoryless.slope < 3 * memoryless.delta_switch  # about Delta_switch
