@@ -19,8 +19,8 @@
 A run is one (agent, stratum, seed); its numbers are averaged over its episodes first, so
 seeds are the unit every confidence interval resamples. Figures are drawn on
 ``matplotlib.figure.Figure`` objects (rendered by Agg for PNG), never through pyplot, so
-importing this module changes no global backend and a notebook can display what the
-``*_figure`` functions return. Every file is written to a hidden temporary name and renamed,
+importing this module changes no global backend and a notebook (with ``%matplotlib inline``)
+can display what the ``*_figure`` functions return. Every file is written to a hidden temporary name and renamed,
 so a killed report never leaves a half-written file (``nsr_env.atomic``).
 """
 

@@ -21,3 +21,19 @@ def fmnist_test():
 def cache(tmp_path):
     """A fresh, empty feature-cache root for one test."""
     return tmp_path / "cache"
+
+
+TINY_SYNTHETIC_SWEEP = """
+name: tiny
+scenarios:
+  - scenario: synthetic
+    grid: {tasks_per_cycle: [2, 3], cycles: [1, 2], slots: 1}
+agents: [similarity, fresh, oracle]
+seeds: [0, 1]
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep() -> str:
+    """A sweep config of seconds: the SYNTHETIC scenario, 4 strata x 3 agents x 2 seeds (24 cells)."""
+    return TINY_SYNTHETIC_SWEEP

@@ -16,15 +16,6 @@ import pytest
 from analysis.report import theorem1_fit
 from analysis.sweep import ConfigError, load_config, run_sweep
 
-SYNTHETIC_GRID = """
-name: tiny
-scenarios:
-  - scenario: synthetic
-    grid: {tasks_per_cycle: [2, 3], cycles: [1, 2], slots: 1}
-agents: [similarity, fresh, oracle]
-seeds: [0, 1]
-"""
-
 
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
     path = tmp_path / name
@@ -70,8 +61,8 @@ def test_the_shipped_configs_load():
         assert len({cell.id for cell in config.cells}) == len(config.cells)
 
 
-def test_a_run_writes_one_summary_row_per_cell_and_a_rerun_skips_them(tmp_path):
-    config = write(tmp_path, SYNTHETIC_GRID)
+def test_a_run_writes_one_summary_row_per_cell_and_a_rerun_skips_them(tmp_path, tiny_sweep):
+    config = write(tmp_path, tiny_sweep)
     out = tmp_path / "results"
     summary = run_sweep(config, out, progress=False)
     assert len(summary) == 3 * 2 * 2 * 2 and summary.cell.is_unique
@@ -84,11 +75,11 @@ def test_a_run_writes_one_summary_row_per_cell_and_a_rerun_skips_them(tmp_path):
     matrices = json.loads((out / "matrices.json").read_text())
     assert set(matrices) == set(summary.cell)
     with pytest.raises(ConfigError, match="holds the results of another config"):
-        run_sweep(write(tmp_path, SYNTHETIC_GRID.replace("seeds: [0, 1]", "seeds: [2]"), "other.yaml"), out)
+        run_sweep(write(tmp_path, tiny_sweep.replace("seeds: [0, 1]", "seeds: [2]"), "other.yaml"), out)
 
 
-def test_a_killed_run_resumes_to_the_same_tables_with_no_cell_lost_or_doubled(tmp_path):
-    config = write(tmp_path, SYNTHETIC_GRID)
+def test_a_killed_run_resumes_to_the_same_tables_with_no_cell_lost_or_doubled(tmp_path, tiny_sweep):
+    config = write(tmp_path, tiny_sweep)
     reference = tmp_path / "reference"
     run_sweep(config, reference, progress=False)
     out = tmp_path / "killed"
@@ -109,25 +100,25 @@ def test_a_killed_run_resumes_to_the_same_tables_with_no_cell_lost_or_doubled(tm
     assert not list(out.rglob("*.tmp"))
 
 
-def test_two_local_processes_give_the_same_tables_as_one(tmp_path):
-    config = write(tmp_path, SYNTHETIC_GRID)
+def test_two_local_processes_give_the_same_tables_as_one(tmp_path, tiny_sweep):
+    config = write(tmp_path, tiny_sweep)
     run_sweep(config, tmp_path / "one", jobs=1, progress=False)
     run_sweep(config, tmp_path / "two", jobs=2, progress=False)
     for a, b in zip(tables(tmp_path / "one"), tables(tmp_path / "two"), strict=True):
         pd.testing.assert_frame_equal(a, b)
 
 
-def test_ray_backend_on_a_local_instance_gives_the_same_tables(tmp_path):
+def test_ray_backend_on_a_local_instance_gives_the_same_tables(tmp_path, tiny_sweep):
     pytest.importorskip("ray", reason="the distributed extra is not installed")
-    config = write(tmp_path, SYNTHETIC_GRID)
+    config = write(tmp_path, tiny_sweep)
     run_sweep(config, tmp_path / "local", progress=False)
     run_sweep(config, tmp_path / "ray", backend="ray", progress=False)
     for a, b in zip(tables(tmp_path / "local"), tables(tmp_path / "ray"), strict=True):
         pd.testing.assert_frame_equal(a, b)
 
 
-def test_ppo_cells_train_once_and_reuse_the_saved_model(tmp_path):
-    text = SYNTHETIC_GRID.replace("[similarity, fresh, oracle]", "[maskable_ppo]").replace("[0, 1]", "[0]")
+def test_ppo_cells_train_once_and_reuse_the_saved_model(tmp_path, tiny_sweep):
+    text = tiny_sweep.replace("[similarity, fresh, oracle]", "[maskable_ppo]").replace("[0, 1]", "[0]")
     text = text.replace("tasks_per_cycle: [2, 3], cycles: [1, 2]", "tasks_per_cycle: 2, cycles: 2")
     config = write(tmp_path, text + "ppo: {timesteps: 256}\n")
     out = tmp_path / "results"
