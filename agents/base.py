@@ -31,6 +31,11 @@ class Agent(ABC):
     name: ClassVar[str]
 
     def __init__(self, env: gym.Env, seed: int | None = None) -> None:
+        self.attach(env)
+        self.rng = np.random.default_rng(seed)
+
+    def attach(self, env: gym.Env) -> None:
+        """Act in ``env`` from now on (``agents.evaluate`` attaches a reused controller to each new env)."""
         unwrapped = env.unwrapped
         if not isinstance(unwrapped, NSREnv):
             raise ValueError(
@@ -39,7 +44,6 @@ class Agent(ABC):
         self.env = unwrapped
         self.layout = unwrapped.observation_layout
         self.slots = unwrapped.scenario.slots
-        self.rng = np.random.default_rng(seed)
 
     def reset(self) -> None:  # noqa: B027  (an optional hook: most rules keep no per-episode state)
         """Forget per-episode state (called at the start of each episode)."""

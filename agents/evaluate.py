@@ -67,7 +67,11 @@ def evaluate(
     rows = []
     for seed in seeds:
         env = gym.make(env_id, **env_kwargs)
-        controller = make(agent, env, seed=seed, **(agent_kwargs or {})) if isinstance(agent, str) else agent
+        if isinstance(agent, str):
+            controller = make(agent, env, seed=seed, **(agent_kwargs or {}))
+        else:
+            controller = agent
+            controller.attach(env)
         for episode in range(episodes):
             rows += run_episode(controller, env, seed, episode)[0]
         env.close()

@@ -39,6 +39,15 @@ class PPOAgent(Agent):
             if not path.is_file() and not path.with_suffix(".zip").is_file():
                 raise ValueError(f"path={str(path)!r}: no saved model there; train one with `nsr train-ppo --out DIR`")
             model = self.algorithm.load(path, device="cpu")
+        self.model, self.deterministic = model, deterministic
+        self.attach(env)
+
+    def attach(self, env) -> None:
+        """As :meth:`Agent.attach`, and check that the model fits the environment's spaces."""
+        super().attach(env)
+        model = getattr(self, "model", None)
+        if model is None:  # called from Agent.__init__, before the model is loaded
+            return
         if model.observation_space.shape != self.env.observation_space.shape or not np.array_equal(
             model.action_space.nvec, self.env.action_space.nvec
         ):
@@ -47,7 +56,6 @@ class PPOAgent(Agent):
                 f"{model.action_space.nvec.tolist()}, this environment has {self.env.observation_space.shape} and "
                 f"{self.env.action_space.nvec.tolist()}: train it on the same slots and bank_capacity"
             )
-        self.model, self.deterministic = model, deterministic
 
     def place(self, observation: np.ndarray, info: dict) -> np.ndarray:
         return self.act(observation, info)  # the policy decides at every step, boundaries included
@@ -71,24 +79,42 @@ class MaskablePPOAgent(PPOAgent):
 
 class ContinualLearningLogger(BaseCallback):
     """Logs the continual-learning figures of finished episodes to tensorboard (``cl/...``):
-    cumulative regret, mean accuracy, mean recovery steps over returning visits."""
+    cumulative regret, mean accuracy, and mean recovery steps over returning visits (a
+    visit never recovered counts as its length + 1)."""
 
     def _on_training_start(self) -> None:
-        self.episodes = [{"regret": 0.0, "accuracy": [], "recovery": []} for _ in range(self.training_env.num_envs)]
+        self.episodes = [self._new_episode() for _ in range(self.training_env.num_envs)]
+
+    @staticmethod
+    def _new_episode() -> dict:
+        return {"regret": 0.0, "accuracy": [], "recovery": [], "seen": set(), "phase": None}
+
+    @staticmethod
+    def _close_phase(episode: dict) -> None:
+        phase = episode["phase"]
+        if phase is not None and phase["returning"]:
+            episode["recovery"].append(phase["recovery"] if phase["recovery"] >= 0 else phase["steps"] + 1)
 
     def _on_step(self) -> bool:
         for index, (info, done) in enumerate(zip(self.locals["infos"], self.locals["dones"], strict=True)):
             episode = self.episodes[index]
+            if info["task_boundary"]:
+                self._close_phase(episode)
+                task = info["trained_task_id"]
+                episode["phase"] = {"returning": task in episode["seen"], "steps": 0, "recovery": -1}
+                episode["seen"].add(task)
+            if episode["phase"] is not None:
+                episode["phase"]["steps"] += 1
+                episode["phase"]["recovery"] = info["recovery_steps"]
             episode["regret"] += info["regret"]
             episode["accuracy"].append(info["accuracy"])
-            if info["task_boundary"] and info["recovery_steps"] >= 0:
-                episode["recovery"].append(info["recovery_steps"])
             if done:
+                self._close_phase(episode)
                 self.logger.record_mean("cl/cumulative_regret", episode["regret"])
                 self.logger.record_mean("cl/mean_accuracy", float(np.mean(episode["accuracy"])))
                 if episode["recovery"]:
-                    self.logger.record_mean("cl/recovered_at_once", float(np.mean(episode["recovery"]) == 0))
-                self.episodes[index] = {"regret": 0.0, "accuracy": [], "recovery": []}
+                    self.logger.record_mean("cl/mean_recovery_steps", float(np.mean(episode["recovery"])))
+                self.episodes[index] = self._new_episode()
         return True
 
 

@@ -105,7 +105,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     summary = run_sweep(args.config, args.out, jobs=args.jobs, backend=args.backend, address=args.address)
     out = Path(args.out)
     print(
-        f"{len(summary)} finished cells in {out} ({time.perf_counter() - started:.0f} s this run): "
+        f"{summary.cell.nunique()} finished cells in {out} ({time.perf_counter() - started:.0f} s this run): "
         f"{out / 'summary.csv'}, {out / 'steps.csv'}, {out / 'matrices.json'}; next: nsr report {out}"
     )
     return 0
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (DataNotFoundError, BackboneWeightsError, ValueError) as error:
+    except (DataNotFoundError, BackboneWeightsError, ValueError, gym.error.Error) as error:
         print(f"nsr {args.command}: {error}", file=sys.stderr)
         return 2
 

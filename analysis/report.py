@@ -250,6 +250,8 @@ def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 def _theorem1_runs(summary: pd.DataFrame) -> pd.DataFrame:
     required = ["agent", "seed", *STRATUM_COLUMNS, "returning_visits", "cumulative_regret", "first_visit_regret"]
     frame = _with_strata(_checked(summary, required, "summary"))
+    if (frame["slots"] == 1).any():  # the theorem's setting; other strata (e.g. a 2-slot ablation) stay out
+        frame = frame[frame["slots"] == 1]
     runs = _runs(frame, ["returning_visits", "cumulative_regret", "first_visit_regret"])
     if not (runs["agent"] == ORACLE).any():
         agents = ", ".join(_agent_order(runs["agent"]))
@@ -263,7 +265,8 @@ def _theorem1_runs(summary: pd.DataFrame) -> pd.DataFrame:
 def excess_regret(summary: pd.DataFrame) -> pd.DataFrame:
     """Cumulative regret in excess of the oracle's, per run with an oracle run of the same stratum and seed.
 
-    One row per (agent, stratum, seed), the oracle excluded: ``returning_visits`` and
+    Only one-slot strata count when the summary has any (the theorem's setting). One row
+    per (agent, stratum, seed), the oracle excluded: ``returning_visits`` and
     ``excess_regret`` = the run's cumulative regret minus the oracle's (both averaged over
     episodes). Raises ``ValueError`` when the summary has no oracle runs.
     """

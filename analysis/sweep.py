@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
+import inspect
 import itertools
 import json
 import multiprocessing
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from stable_baselines3 import PPO
 from tqdm.auto import tqdm
 
 import agents
@@ -41,6 +43,9 @@ from nsr_env.scenarios import FIELDS, SCENARIOS, make_scenario
 CONFIG_KEYS = {"name", "scenarios", "agents", "seeds", "episodes", "agent_kwargs", "ppo"}
 PPO_KEYS = {"timesteps", "n_envs", "kwargs"}
 PPO_AGENTS = {"ppo", "maskable_ppo"}
+PPO_TRAINING_SEED_OFFSET = (
+    10_000  # training episodes never replay the evaluation episodes (seeded with the cell's seed)
+)
 OVERRIDE_COLUMNS = ["tasks_per_cycle", "cycles", "phase_length", "slots", "rank", "bank_capacity"]
 
 
@@ -94,6 +99,19 @@ def _no_unknown(mapping: dict, allowed: set[str], prefix: str) -> None:
         raise ConfigError(f"config key '{prefix}{unknown[0]}' is unknown; keys there: {', '.join(sorted(allowed))}")
 
 
+def _check_arguments(function, kwargs: dict, key: str, skip: int, reserved: set[str]) -> None:
+    """Keyword arguments that ``function`` accepts (after its first ``skip`` positional ones and
+    without the ``reserved`` ones, which the sweep sets itself), or one ConfigError."""
+    parameters = list(inspect.signature(function).parameters.values())[skip:]
+    accepted = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - reserved
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters)
+    unknown = sorted(set(kwargs) - accepted if not takes_any else set(kwargs) & reserved)
+    if unknown:
+        raise ConfigError(
+            f"config key '{key}.{unknown[0]}' is not an argument; accepted: {', '.join(sorted(accepted))}"
+        )
+
+
 def _int_list(value, key: str) -> list[int]:
     values = value if isinstance(value, list) else [value]
     _require(
@@ -118,11 +136,14 @@ def load_config(path: str | Path) -> SweepConfig:
     for key in ("scenarios", "agents", "seeds"):
         _require(key in raw, f"config key {key!r} is missing")
     names = raw["agents"] if isinstance(raw["agents"], list) else [raw["agents"]]
+    _require(bool(names), "config key 'agents' must name at least one agent")
+    _require(len(set(names)) == len(names), f"config key 'agents' lists an agent twice: {names}")
     for name in names:
         _require(
             name in agents.AGENTS, f"config key 'agents': {name!r} is not an agent; known: {sorted(agents.AGENTS)}"
         )
     seeds = _int_list(raw["seeds"], "seeds")
+    _require(len(set(seeds)) == len(seeds), f"config key 'seeds' lists a seed twice: {seeds}")
     episodes = raw.get("episodes", 1)
     _require(
         isinstance(episodes, int) and episodes >= 1, f"config key 'episodes' must be an integer >= 1, got {episodes!r}"
@@ -132,11 +153,16 @@ def load_config(path: str | Path) -> SweepConfig:
     for name, kwargs in agent_kwargs.items():
         _require(name in names, f"config key 'agent_kwargs.{name}': {name!r} is not one of this config's agents")
         _require(isinstance(kwargs, dict), f"config key 'agent_kwargs.{name}' must be a mapping of keyword arguments")
+        _check_arguments(agents.AGENTS[name].__init__, kwargs, f"agent_kwargs.{name}", 2, {"seed", "path", "model"})
     ppo = raw.get("ppo") or {}
     _require(isinstance(ppo, dict), "config key 'ppo' must be a mapping (timesteps, n_envs, kwargs)")
     _no_unknown(ppo, PPO_KEYS, "ppo.")
     if PPO_AGENTS & set(names):
         _require("timesteps" in ppo, "config key 'ppo.timesteps' is missing: PPO agents train before they evaluate")
+    ppo_kwargs = ppo.get("kwargs") or {}
+    _require(isinstance(ppo_kwargs, dict), "config key 'ppo.kwargs' must be a mapping of (Maskable)PPO arguments")
+    reserved = {"seed", "device", "verbose", "tensorboard_log", "env", "policy"}
+    _check_arguments(PPO.__init__, ppo_kwargs, "ppo.kwargs", 3, reserved)
     for key in ("timesteps", "n_envs"):
         value = ppo.get(key, 1)
         _require(
@@ -160,8 +186,9 @@ def load_config(path: str | Path) -> SweepConfig:
         )
         grid = entry.get("grid") or {}
         _require(isinstance(grid, dict), f"config key '{where}.grid' must map scenario fields to lists of values")
-        for key in grid:
+        for key, values in grid.items():
             _require(key in FIELDS and key != "name", f"config key '{where}.grid.{key}' is not a scenario field")
+            _require(values != [], f"config key '{where}.grid.{key}' is an empty list: give at least one value")
         axes = [
             [(key, value) for value in (values if isinstance(values, list) else [values])]
             for key, values in grid.items()
@@ -212,7 +239,8 @@ def _agent_kwargs(cell: Cell, models: Path) -> dict:
         path = folder / "model.zip"
         if not path.is_file():  # train once per scenario, overrides, seed and budget; reused on resume
             trained = agents.ppo.train_ppo(
-                _env_id(cell.scenario), ppo["timesteps"], folder.with_name(folder.name + ".partial"), seed=cell.seed,
+                _env_id(cell.scenario), ppo["timesteps"], folder.with_name(folder.name + ".partial"),
+                seed=cell.seed + PPO_TRAINING_SEED_OFFSET,
                 n_envs=ppo.get("n_envs", 1), maskable=cell.agent == "maskable_ppo", env_kwargs=dict(cell.overrides),
                 tensorboard=False, **(ppo.get("kwargs") or {}),
             )  # fmt: skip
@@ -319,6 +347,9 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(stored, lambda t: t.write_text(config.text))
     todo = [cell for cell in config.cells if cell.id not in _finished(out, config.cells)]
+    if todo:  # the end-of-run tables of an earlier, interrupted run would be stale until this run ends
+        for stale in ("steps.csv", "matrices.json"):
+            (out / stale).unlink(missing_ok=True)
     models = out / "models"
     bar = tqdm(
         total=len(config.cells),
@@ -347,9 +378,18 @@ def _results(todo: list[Cell], models: Path, jobs: int, backend: str, address: s
         # fork: workers start with this process's imports and loaded tensors (seconds saved per worker)
         context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            futures = [pool.submit(run_cell, cell, models) for cell in todo]
+            futures = {pool.submit(run_cell, cell, models): cell for cell in todo}
+            failures = []
             for future in concurrent.futures.as_completed(futures):
-                yield future.result()
+                try:
+                    result = future.result()
+                except Exception as error:  # keep the other cells' results; report the failure at the end
+                    failures.append((futures[future], error))
+                    continue
+                yield result
+            if failures:
+                cell, error = failures[0]
+                raise RuntimeError(f"{len(failures)} cell(s) failed, the first {cell.id}: {error}") from error
 
 
 def _ray_results(todo: list[Cell], models: Path, address: str | None) -> Iterator[dict]:

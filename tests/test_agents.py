@@ -101,11 +101,16 @@ def test_nsr_train_ppo_saves_a_controller_that_loads_and_acts(tmp_path, capsys):
     out = tmp_path / "run"
     code = nsr(
         ["train-ppo", "--env", "nsr_env/NSR-Synthetic-v0", "--timesteps", "256", "--out", str(out), "--no-progress",
-         "--set", "cycles=1"]
+         "--set", "cycles=2"]
     )  # fmt: skip
     assert code == 0 and "cumulative regret" in capsys.readouterr().out
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (out / "tensorboard").rglob("events.out.tfevents.*")
+    logged = EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    assert {"cl/cumulative_regret", "cl/mean_accuracy", "cl/mean_recovery_steps"} <= set(logged)
     assert {"model.zip", "config.json", "tensorboard", "checkpoints", "best"} <= {p.name for p in out.iterdir()}
-    env = gym.make("nsr_env/NSR-Synthetic-v0", cycles=1)
+    env = gym.make("nsr_env/NSR-Synthetic-v0", cycles=2)
     controller = agents.make("ppo", env, path=out / "model.zip")
     observation, info = env.reset(seed=0)
     action = controller.act(observation, info)
@@ -114,3 +119,10 @@ def test_nsr_train_ppo_saves_a_controller_that_loads_and_acts(tmp_path, capsys):
         agents.make("ppo", gym.make("nsr_env/NSR-Synthetic-v0", slots=3), path=out / "model.zip")
     assert nsr(["train-ppo", "--timesteps", "10", "--out", str(tmp_path / "x"), "--set", "cycle=2"]) == 2
     assert "has no field 'cycle'" in capsys.readouterr().err
+
+
+def test_a_reused_controller_is_attached_to_each_new_environment():
+    oracle = agents.make("oracle", gym.make("nsr_env/NSR-Synthetic-v0", slots=3))
+    steps = agents.evaluate(oracle, "nsr_env/NSR-Synthetic-v0", seeds=[0, 1], cycles=2, strict=True)
+    assert len(steps) == 2 * NSREnv("synthetic", cycles=2).scenario.num_steps
+    assert oracle.slots == 2 and oracle.env.scenario.cycles == 2

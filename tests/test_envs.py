@@ -94,7 +94,8 @@ def test_a_pickled_env_continues_identically(env_id):
         action = env.action_space.sample()
         assert clone.action_space.sample().tolist() == action.tolist()
         a, b = env.step(action), clone.step(action)
-        assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+        assert np.array_equal(a[0], b[0]) and a[1:4] == b[1:4]
+        assert a[4].keys() == b[4].keys() and all(np.array_equal(a[4][k], b[4][k]) for k in a[4])
 
 
 def test_gymnasium_sync_vector_env_and_sb3_subprocess_vec_env():

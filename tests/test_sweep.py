@@ -45,6 +45,23 @@ def tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         ("scenarios: [{scenario: synthetic}]\nagents: [fresh]\n", "'seeds' is missing"),
         ("scenarios: [{scenario: synthetic}]\nagents: [fresh]\nseeds: [0]\nepisodes: 0\n", "'episodes'"),
         ("[unclosed\n", "not valid YAML"),
+        ("scenarios: [{scenario: synthetic}]\nagents: [fresh]\nseeds: [0, 0]\n", "'seeds' lists a seed twice"),
+        ("scenarios: [{scenario: synthetic}]\nagents: [fresh, fresh]\nseeds: [0]\n", "lists an agent twice"),
+        ("scenarios: [{scenario: synthetic}]\nagents: []\nseeds: [0]\n", "at least one agent"),
+        (
+            "scenarios: [{scenario: synthetic, grid: {cycles: []}}]\nagents: [fresh]\nseeds: [0]\n",
+            r"'scenarios\[0\].grid.cycles' is an empty list",
+        ),
+        (
+            "scenarios: [{scenario: synthetic}]\nagents: [similarity]\nseeds: [0]\n"
+            "agent_kwargs: {similarity: {treshold: 0.9}}\n",
+            "'agent_kwargs.similarity.treshold' is not an argument",
+        ),
+        (
+            "scenarios: [{scenario: synthetic}]\nagents: [ppo]\nseeds: [0]\n"
+            "ppo: {timesteps: 10, kwargs: {n_step: 8}}\n",
+            "'ppo.kwargs.n_step' is not an argument",
+        ),
     ],
 )
 def test_a_bad_config_stops_before_any_work_naming_the_key(tmp_path, text, message):
@@ -148,3 +165,34 @@ def test_theorem1_memoryless_excess_regret_grows_linearly_and_the_bank_stays_fla
     assert memoryless.slope > 0 and memoryless.r2 >= 0.9, memoryless.to_dict()
     assert abs(bank.slope) <= 0.1 * memoryless.slope, bank.to_dict()
     assert 0.5 * memoryless.delta_switch < memoryless.slope < 3 * memoryless.delta_switch  # about Delta_switch
+
+
+DOOMED_CELL: dict = {"id": None, "run_cell": None}  # set by the test before the workers fork
+
+
+def run_cell_failing_once(cell, models):
+    """``run_cell``, except for the one doomed cell (module level: forked workers unpickle it by name)."""
+    if cell.id == DOOMED_CELL["id"]:
+        raise FloatingPointError("synthetic failure")
+    return DOOMED_CELL["run_cell"](cell, models)
+
+
+def test_a_failing_cell_keeps_every_other_finished_cell(tmp_path, tiny_sweep, monkeypatch):
+    import analysis.sweep as sweep
+
+    config = write(tmp_path, tiny_sweep)
+    DOOMED_CELL.update(id=load_config(config).cells[5].id, run_cell=sweep.run_cell)
+    monkeypatch.setattr(sweep, "run_cell", run_cell_failing_once)  # forked workers inherit the patch
+    out = tmp_path / "results"
+    with pytest.raises(RuntimeError, match=rf"1 cell\(s\) failed, the first {DOOMED_CELL['id']}: synthetic failure"):
+        run_sweep(config, out, jobs=2, progress=False)
+    assert len(list((out / "cells").glob("*.json"))) == 23
+
+
+def test_a_ppo_model_is_keyed_by_what_it_was_trained_on(tmp_path, tiny_sweep):
+    text = tiny_sweep.replace("[similarity, fresh, oracle]", "[ppo]") + "ppo: {timesteps: 100}\n"
+    cells = load_config(write(tmp_path, text)).cells
+    other_budget = load_config(write(tmp_path, text.replace("100", "200"), "b.yaml")).cells
+    keys = {cell.model_key for cell in cells}
+    assert len(keys) == len(cells)  # every stratum and seed its own model
+    assert keys.isdisjoint(cell.model_key for cell in other_budget)
