@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -21,22 +20,12 @@ import tempfile
 import time
 
 import torch
+from machine import machine_line
 
 from nsr_env.backbones import make_backbone
 from nsr_env.data import split_fashion_mnist
 from nsr_env.data.tasks import DEFAULT_EVAL_PER_CLASS, DEFAULT_TRAIN_PER_CLASS
 from nsr_env.features import task_features
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def default_scenario():
@@ -85,7 +74,7 @@ def main() -> None:
         extraction = time.perf_counter() - started
         load = statistics.median(timed_hit(backbone, tasks, cache) for _ in range(args.repeats))
         fresh, process = fresh_process_hit(cache, args.threads)
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads")
+    print(machine_line())
     print(f"default scenario: {len(tasks)} tasks, {images} images, {backbone.name} at {backbone.transform.size}px")
     for label, seconds in (
         ("extraction (cold)", extraction),
