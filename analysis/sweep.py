@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 import agents
 from agents.evaluate import run_episode
 from analysis.metrics import average_accuracy, backward_transfer, forgetting, retrieval_precision
-from nsr_env.atomic import atomic_write
+from nsr_env.atomic import atomic_write, remove_orphaned_temporaries
 from nsr_env.envs import ENV_IDS, NSREnv
 from nsr_env.scenarios import FIELDS, SCENARIOS, make_scenario
 
@@ -346,6 +346,7 @@ def run_sweep(
         raise ConfigError(f"{out} holds the results of another config ({stored}); use a new --out, or the same config")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(stored, lambda t: t.write_text(config.text))
+    remove_orphaned_temporaries(out)  # what a killed run was writing; its finished files are intact
     todo = [cell for cell in config.cells if cell.id not in _finished(out, config.cells)]
     if todo:  # the end-of-run tables of an earlier, interrupted run would be stale until this run ends
         for stale in ("steps.csv", "matrices.json"):

@@ -23,3 +23,24 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def remove_orphaned_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files that killed writers left under ``folder``; returns them.
+
+    A temporary file belongs to the process whose pid its name carries; only those whose
+    process no longer exists are removed, so a live writer is never disturbed.
+    """
+    removed = []
+    for temporary in Path(folder).rglob(".*.tmp"):
+        parts = temporary.name.rsplit(".", 3)  # ".<target>", "<pid>", "<uuid hex>", "tmp"
+        if len(parts) != 4 or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            temporary.unlink(missing_ok=True)
+            removed.append(temporary)
+        except PermissionError:  # the process exists (another user's): leave its file alone
+            continue
+    return removed
