@@ -303,27 +303,32 @@ def run_cell(cell: Cell, models: str | Path) -> dict:
 # --- the run ------------------------------------------------------------------------------------
 
 
-def _write_cell(out: Path, result: dict) -> None:
+def _write_cell(out: Path, result: dict) -> dict:
+    """Write a finished cell (steps first, then the JSON record that marks it done); returns the record."""
     cells = out / "cells"
     atomic_write(cells / f"{result['cell']}.steps.csv", lambda t: result["steps"].to_csv(t, index=False))
     record = {"summary": result["summary"], "matrices": result["matrices"]}
-    atomic_write(cells / f"{result['cell']}.json", lambda t: t.write_text(json.dumps(record)))  # last: marks it done
+    atomic_write(cells / f"{result['cell']}.json", lambda t: t.write_text(json.dumps(record)))
+    return record
 
 
-def _finished(out: Path, cells: list[Cell]) -> set[str]:
-    return {cell.id for cell in cells if (out / "cells" / f"{cell.id}.json").is_file()}
+def _read_records(out: Path, cells: list[Cell]) -> dict[str, dict]:
+    """The records of the cells an earlier run finished, by cell id."""
+    paths = {cell.id: out / "cells" / f"{cell.id}.json" for cell in cells}
+    return {cell_id: json.loads(path.read_text()) for cell_id, path in paths.items() if path.is_file()}
 
 
-def _write_tables(out: Path, cells: list[Cell], with_steps: bool) -> None:
-    done = [cell for cell in cells if (out / "cells" / f"{cell.id}.json").is_file()]
-    records = {cell.id: json.loads((out / "cells" / f"{cell.id}.json").read_text()) for cell in done}
-    summary = pd.DataFrame([row for record in records.values() for row in record["summary"]])
-    atomic_write(out / "summary.csv", lambda t: summary.to_csv(t, index=False))
-    if with_steps:
-        steps = pd.concat([pd.read_csv(out / "cells" / f"{cell.id}.steps.csv") for cell in done], ignore_index=True)
-        atomic_write(out / "steps.csv", lambda t: steps.to_csv(t, index=False))
-        matrices = {cell_id: record["matrices"] for cell_id, record in records.items()}
-        atomic_write(out / "matrices.json", lambda t: t.write_text(json.dumps(matrices)))
+def _write_summary(out: Path, cells: list[Cell], records: dict[str, dict]) -> None:
+    rows = [row for cell in cells if cell.id in records for row in records[cell.id]["summary"]]
+    atomic_write(out / "summary.csv", lambda t: pd.DataFrame(rows).to_csv(t, index=False))
+
+
+def _write_steps_and_matrices(out: Path, cells: list[Cell], records: dict[str, dict]) -> None:
+    done = [cell.id for cell in cells if cell.id in records]
+    steps = pd.concat([pd.read_csv(out / "cells" / f"{cell_id}.steps.csv") for cell_id in done], ignore_index=True)
+    atomic_write(out / "steps.csv", lambda t: steps.to_csv(t, index=False))
+    matrices = {cell_id: records[cell_id]["matrices"] for cell_id in done}
+    atomic_write(out / "matrices.json", lambda t: t.write_text(json.dumps(matrices)))
 
 
 def run_sweep(
@@ -347,7 +352,8 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(stored, lambda t: t.write_text(config.text))
     remove_orphaned_temporaries(out)  # what a killed run was writing; its finished files are intact
-    todo = [cell for cell in config.cells if cell.id not in _finished(out, config.cells)]
+    records = _read_records(out, config.cells)
+    todo = [cell for cell in config.cells if cell.id not in records]
     if todo:  # the end-of-run tables of an earlier, interrupted run would be stale until this run ends
         for stale in ("steps.csv", "matrices.json"):
             (out / stale).unlink(missing_ok=True)
@@ -360,11 +366,12 @@ def run_sweep(
         disable=not progress,
     )
     for result in _results(todo, models, jobs, backend, address):
-        _write_cell(out, result)
-        _write_tables(out, config.cells, with_steps=False)
+        records[result["cell"]] = _write_cell(out, result)
+        _write_summary(out, config.cells, records)
         bar.update()
     bar.close()
-    _write_tables(out, config.cells, with_steps=True)
+    _write_summary(out, config.cells, records)
+    _write_steps_and_matrices(out, config.cells, records)
     return pd.read_csv(out / "summary.csv")
 
 
@@ -376,7 +383,7 @@ def _results(todo: list[Cell], models: Path, jobs: int, backend: str, address: s
         for cell in todo:
             yield run_cell(cell, models)
     else:
-        # fork: workers start with this process's imports and loaded tensors (seconds saved per worker)
+        # fork: workers start with this process's imports (seconds saved per worker)
         context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
             futures = {pool.submit(run_cell, cell, models): cell for cell in todo}
