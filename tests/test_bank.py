@@ -42,6 +42,14 @@ def with_spectrum(seed: int, rows: int, cols: int, singular: list[float]) -> tup
     return ((u * torch.from_numpy(values.copy())) @ v.T).float(), values
 
 
+SPECTRA = {  # arguments of with_spectrum: a seeded matrix shape and its singular values
+    "seed": st.integers(0, 2**31 - 1),
+    "rows": st.integers(1, 24),
+    "cols": st.integers(1, 24),
+    "singular": st.lists(singular_value, min_size=1, max_size=24),
+}
+
+
 def put(bank: TaskKnowledgeBank, key, label: int, position: int | None = None) -> int:
     """Reserve a tiny adapter under ``key``; only the key and bookkeeping matter here."""
     delta = torch.arange(6.0).reshape(2, 3) + label
@@ -58,13 +66,7 @@ def unit(i: int, dim: int = 4) -> torch.Tensor:
 
 
 @FAST
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    rows=st.integers(1, 24),
-    cols=st.integers(1, 24),
-    singular=st.lists(singular_value, min_size=1, max_size=24),
-    rank=st.integers(0, 30),
-)
+@given(**SPECTRA, rank=st.integers(0, 30))
 def test_rank_k_error_is_the_dropped_energy(seed, rows, cols, singular, rank):
     delta, values = with_spectrum(seed, rows, cols, singular)
     factors = compress(delta, rank=rank)
@@ -97,13 +99,7 @@ def test_a_rank_r_delta_is_reconstructed_exactly(seed, rows, cols, rank, extra):
 
 
 @FAST
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    rows=st.integers(1, 24),
-    cols=st.integers(1, 24),
-    singular=st.lists(singular_value, min_size=1, max_size=24),
-    energy=st.floats(0.01, 1.0),
-)
+@given(**SPECTRA, energy=st.floats(0.01, 1.0))
 def test_energy_keeps_the_fewest_components_reaching_the_fraction(seed, rows, cols, singular, energy):
     delta, values = with_spectrum(seed, rows, cols, singular)
     kept = compress(delta, energy=energy).rank
