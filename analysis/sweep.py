@@ -47,6 +47,8 @@ PPO_TRAINING_SEED_OFFSET = (
     10_000  # training episodes never replay the evaluation episodes (seeded with the cell's seed)
 )
 OVERRIDE_COLUMNS = ["tasks_per_cycle", "cycles", "phase_length", "slots", "rank", "bank_capacity"]
+"""The scenario fields every step row carries (the summary carries all of them)."""
+SCENARIO_COLUMNS = [name for name in FIELDS if name not in ("name", "description")]
 
 
 class ConfigError(ValueError):
@@ -286,13 +288,14 @@ def run_cell(cell: Cell, models: str | Path) -> dict:
         controller = agents.make(cell.agent, env, seed=cell.seed, **_agent_kwargs(cell, Path(models)))
         scenario = env.scenario
         labels = {"cell": cell.id, **{column: getattr(scenario, column) for column in OVERRIDE_COLUMNS}}
+        fields = {column: getattr(scenario, column) for column in SCENARIO_COLUMNS}
         steps, summary, matrices = [], [], []
         for episode in range(cell.episodes):
             rows, matrix = run_episode(controller, env, cell.seed, episode)
             frame = pd.DataFrame(rows)
             steps.append(frame.assign(**labels))
             identity = {"cell": cell.id, "scenario": scenario.name, "agent": cell.agent, "seed": cell.seed}
-            summary.append({**identity, "episode": episode, **labels, **summarise(frame, matrix, scenario)})
+            summary.append({**identity, "episode": episode, **fields, **summarise(frame, matrix, scenario)})
             matrices.append(
                 {"episode": episode, "phase_tasks": frame.groupby("phase").task.first().tolist(), "R": matrix.tolist()}
             )

@@ -12,6 +12,11 @@ Who is evaluated through what (task ids are known here, never shown to controlle
 - a task that uses no slot: its own bank entry if it still has one, else the frozen base
   layer W0 with its last head.
 
+Heads are per task by default (``heads="task"``, task-incremental: only the adapter is
+shared by a slot's users). With ``heads="slot"`` the output layer belongs to the slot: the
+tasks that share a slot after ``"keep"`` share one head too, so naive fine-tuning overwrites
+what they learned (the classic source of forgetting) unless distillation holds it.
+
 Bank entries hold one task each. The phase end refreshes the task's own entry if it still
 has one, otherwise reserves a new entry: another task's training never rewrites an entry,
 so recalling a similar task's entry copies it into the slot (no sharing, no distillation).
@@ -32,6 +37,7 @@ from nsr_env.backbones.base import POOLS
 from nsr_env.bank import RETENTION_POLICIES, TaskKnowledgeBank
 
 FRESH, KEEP = "fresh", "keep"
+HEADS = ("task", "slot")
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -75,6 +81,7 @@ class LearnerConfig:
     bank_float16: bool = False
     retention: str = "lru"
     eval_size: int | None = 200
+    heads: str = "task"
 
     def __post_init__(self) -> None:
         for name in ("slots", "rank", "optimizer_steps", "batch_size", "bank_capacity"):
@@ -89,6 +96,8 @@ class LearnerConfig:
             raise ValueError(f"lora_alpha={self.lora_alpha} must be a positive finite number, or None (= rank)")
         if not 0 <= self.distill_weight < math.inf:
             raise ValueError(f"distill_weight={self.distill_weight} must be >= 0 and finite")
+        if self.heads not in HEADS:
+            raise ValueError(f"heads={self.heads!r} is unknown; choose 'task' (one head per task) or 'slot' (shared)")
         if self.retention not in RETENTION_POLICIES:
             raise ValueError(f"retention={self.retention!r} is unknown; choose one of {sorted(RETENTION_POLICIES)}")
 
@@ -111,6 +120,12 @@ class ContinualLearner:
             raise ValueError("the learner needs at least one task")
         if pool_kind not in POOLS:
             raise ValueError(f"pool_kind={pool_kind!r} is unknown; choose one of {sorted(POOLS)}")
+        classes = sorted({task.num_classes for task in tasks})
+        if config.heads == "slot" and len(classes) > 1:
+            raise ValueError(
+                f"heads='slot' shares one head among a slot's tasks, so every task needs the same number of "
+                f"classes; these tasks have {classes}. Use heads='task'."
+            )
         self.tasks = tasks
         self.pool = POOLS[pool_kind]
         self.config = config
@@ -235,7 +250,12 @@ class ContinualLearner:
             self.slots.reset(slot, self.generator)
             head, users = self._new_head(task), {task}
         elif recall == KEEP:
-            head, users = self.heads.get(task) or self._new_head(task), self.slot_users[slot] | {task}
+            sharers = self.slot_users[slot] - {task}
+            if self.config.heads == "slot" and sharers:
+                head = self.heads[min(sharers)]
+            else:
+                head = self.heads.get(task) or self._new_head(task)
+            users = self.slot_users[slot] | {task}
         else:
             entry = self.bank.touch(recall)
             self.slots.load(slot, entry.factors, self.generator)
@@ -246,7 +266,8 @@ class ContinualLearner:
         self.slot_users[slot] = users
         parameters = [t.clone().requires_grad_() for t in (self.slots.A[slot], self.slots.B[slot], *head)]
         optimizer = torch.optim.Adam(parameters, lr=self.config.lr, fused=True)
-        self.phase = _Phase(task, slot, parameters, optimizer, self._snapshots(task, slot, users - {task}))
+        distill = self._snapshots(task, slot, users - {task}, parameters)
+        self.phase = _Phase(task, slot, parameters, optimizer, distill)
 
     @staticmethod
     def _index(value, name: str, size: int, expected: str = "an integer") -> int:
@@ -259,14 +280,19 @@ class ContinualLearner:
             raise ValueError(f"{name}={index} is out of range: it must be in 0..{size - 1}")
         return index
 
-    def _snapshots(self, task: int, slot: int, others: set[int]) -> list:
-        """Other users' logits on the current task's inputs, taken as this phase starts sharing the slot."""
+    def _snapshots(self, task: int, slot: int, others: set[int], parameters: list[torch.Tensor]) -> list:
+        """(head weight, head bias, logits) per other user: their logits on the current task's inputs, taken as
+        this phase starts sharing the slot. A shared head (``heads="slot"``) is the one being trained: one
+        term, through the trained parameters."""
         if self.config.distill_weight == 0 or not others:
             return []
         data = self.tasks[task]
         with torch.no_grad():
             features = self._features(data.train_inputs, data.train_base, self.slots.A[slot], self.slots.B[slot])
-            return [(*self.heads[u], features @ self.heads[u][0].T + self.heads[u][1]) for u in sorted(others)]
+        if self.config.heads == "slot":
+            weight, bias = parameters[2:]
+            return [(weight, bias, (features @ weight.T + bias).detach())]
+        return [(*self.heads[u], features @ self.heads[u][0].T + self.heads[u][1]) for u in sorted(others)]
 
     def decision_step(self) -> tuple[float, float]:
         """``optimizer_steps`` Adam steps on the current task, then its held-out accuracy; (accuracy, loss)."""
@@ -298,7 +324,9 @@ class ContinualLearner:
         with torch.no_grad():
             self.slots.A[phase.slot] = A
             self.slots.B[phase.slot] = B
-        self.heads[phase.task] = (weight.detach().clone(), bias.detach().clone())
+        head = (weight.detach().clone(), bias.detach().clone())
+        for user in self.slot_users[phase.slot] if self.config.heads == "slot" else (phase.task,):
+            self.heads[user] = head
         phase.steps += 1
         accuracy, _ = self.evaluate(phase.task)
         return accuracy, loss.item()

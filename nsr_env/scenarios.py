@@ -57,6 +57,7 @@ class Scenario:
     svd_energy: float = 0.99
     bank_float16: bool = False
     retention: str = "lru"
+    heads: str = "task"  # "task": a head per task; "slot": a slot's tasks share its head (forgetting is possible)
     tolerance: float = 0.03  # recovered = within this of the reference accuracy
     calibration_steps: int = 120  # decision steps of the one-slot run that defines a*
     data_seed: int = 0
@@ -124,6 +125,7 @@ class Scenario:
             svd_energy=self.svd_energy,
             bank_float16=self.bank_float16,
             retention=self.retention,
+            heads=self.heads,
         )
 
 

@@ -136,6 +136,50 @@ def test_distillation_keeps_the_other_users_outputs_close_to_their_snapshot(synt
     assert drift[5.0] < 0.5 * drift[0.0]
 
 
+@pytest.fixture(scope="module")
+def default_data():
+    """The real default scenario: SYNTHETIC tasks are separable by one head, so nothing would be forgotten."""
+    return prepare("default", progress=False)
+
+
+def test_shared_heads_make_keep_forget_and_distillation_hold_it(default_data):
+    """heads="slot": after keep, both tasks predict through one head, so training task 1 costs task 0."""
+    held = {}
+    for weight in (0.0, 1.0):
+        config = dataclasses.replace(default_data.scenario.learner_config(), heads="slot", distill_weight=weight)
+        learner = ContinualLearner(default_data.tasks, default_data.pool_kind, config, seed=0)
+        run_stream(learner, [(0, 0, FRESH)], steps=40)
+        before = learner.evaluate(0)[0]
+        learner.begin_phase(1, 0, KEEP)
+        for _ in range(40):
+            learner.decision_step()
+        for tensor_of_0, tensor_of_1 in zip(learner.heads[0], learner.heads[1], strict=True):
+            assert tensor_of_0 is tensor_of_1  # one head, not two copies that happen to agree
+        held[weight] = learner.evaluate(0)[0] - before
+        learner.end_phase()
+        assert learner.predictor(0)[0] == "slot"
+    assert held[0.0] < -0.1  # naive fine-tuning of the shared head forgets
+    assert held[1.0] > held[0.0] + 0.05
+
+
+def test_per_task_heads_stay_apart_under_keep(synthetic):
+    learner = learner_for(synthetic, distill_weight=0.0)
+    run_stream(learner, [(0, 0, FRESH)], steps=5)
+    head_of_0 = [t.clone() for t in learner.heads[0]]
+    run_stream(learner, [(1, 0, KEEP)], steps=5)
+    assert learner.slot_of(0) == learner.slot_of(1) == 0
+    assert all(torch.equal(a, b) for a, b in zip(learner.heads[0], head_of_0, strict=True))
+
+
+def test_shared_heads_need_tasks_with_one_number_of_classes(synthetic):
+    odd = list(synthetic.tasks)
+    task = odd[1]
+    odd[1] = dataclasses.replace(task, num_classes=task.num_classes + 1)
+    config = dataclasses.replace(synthetic.scenario.learner_config(), heads="slot")
+    with pytest.raises(ValueError, match=r"heads='slot'.*same number of classes.*Use heads='task'"):
+        ContinualLearner(odd, synthetic.pool_kind, config)
+
+
 def test_a_nan_loss_is_reported_with_task_and_step_and_never_reaches_the_bank(synthetic):
     poisoned = list(synthetic.tasks)
     bad = poisoned[2]
@@ -188,6 +232,7 @@ def test_bad_config_and_empty_task_name_the_parameter(synthetic):
         ({"lora_alpha": -1.0}, "lora_alpha=-1.0"),
         ({"distill_weight": -1}, "distill_weight=-1"),
         ({"retention": "mru"}, "retention='mru'"),
+        ({"heads": "class"}, "heads='class' is unknown"),
     ]:
         with pytest.raises(ValueError, match=message):
             LearnerConfig(**bad)

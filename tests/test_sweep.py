@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.report import theorem1_fit
+from analysis.report import load_results, theorem1_fit
 from analysis.sweep import ConfigError, load_config, run_sweep
 
 
@@ -93,6 +93,28 @@ def test_a_run_writes_one_summary_row_per_cell_and_a_rerun_skips_them(tmp_path, 
     assert set(matrices) == set(summary.cell)
     with pytest.raises(ConfigError, match="holds the results of another config"):
         run_sweep(write(tmp_path, tiny_sweep.replace("seeds: [0, 1]", "seeds: [2]"), "other.yaml"), out)
+
+
+def test_every_scenario_field_is_recorded_and_any_overridden_one_splits_strata(tmp_path):
+    """Two blocks that differ only in a field outside the usual columns (heads, lr) stay two strata."""
+    config = write(
+        tmp_path,
+        """
+name: fields
+agents: [fresh]
+seeds: [0]
+scenarios:
+  - scenario: synthetic
+    grid: {cycles: 1, heads: [task, slot]}
+  - scenario: synthetic
+    grid: {cycles: 1, lr: 0.01}
+""",
+    )
+    summary = run_sweep(config, tmp_path / "results", progress=False)
+    assert sorted(summary["heads"]) == ["slot", "task", "task"]
+    assert sorted(summary["lr"]) == [0.01, 0.02, 0.02]
+    strata = load_results(tmp_path / "results").summary["stratum"]
+    assert strata.is_unique and strata.str.contains("heads=slot").sum() == 1 and strata.str.contains("lr=0.01").any()
 
 
 def test_a_killed_run_resumes_to_the_same_tables_with_no_cell_lost_or_doubled(tmp_path, tiny_sweep):
