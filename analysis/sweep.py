@@ -321,8 +321,18 @@ def _read_records(out: Path, cells: list[Cell]) -> dict[str, dict]:
     return {cell_id: json.loads(path.read_text()) for cell_id, path in paths.items() if path.is_file()}
 
 
+def _with_scenario_fields(row: dict, cell: Cell) -> dict:
+    """``row`` with every scenario field: records written before the summary carried them all lack some."""
+    if all(column in row for column in SCENARIO_COLUMNS):
+        return row
+    scenario = make_scenario(cell.scenario, **dict(cell.overrides))
+    return row | {column: getattr(scenario, column) for column in SCENARIO_COLUMNS if column not in row}
+
+
 def _write_summary(out: Path, cells: list[Cell], records: dict[str, dict]) -> None:
-    rows = [row for cell in cells if cell.id in records for row in records[cell.id]["summary"]]
+    rows = [
+        _with_scenario_fields(row, cell) for cell in cells if cell.id in records for row in records[cell.id]["summary"]
+    ]
     atomic_write(out / "summary.csv", lambda t: pd.DataFrame(rows).to_csv(t, index=False))
 
 

@@ -13,9 +13,10 @@ Who is evaluated through what (task ids are known here, never shown to controlle
   layer W0 with its last head.
 
 Heads are per task by default (``heads="task"``, task-incremental: only the adapter is
-shared by a slot's users). With ``heads="slot"`` the output layer belongs to the slot: the
-tasks that share a slot after ``"keep"`` share one head too, so naive fine-tuning overwrites
-what they learned (the classic source of forgetting) unless distillation holds it.
+shared by a slot's users). With ``heads="slot"`` the tasks that share a slot after
+``"keep"`` share one head too, so naive fine-tuning overwrites what they learned (the
+classic source of forgetting) unless distillation holds it. The shared head is the one of
+the slot's current users; a task that keeps a slot nobody uses any more brings its own.
 
 Bank entries hold one task each. The phase end refreshes the task's own entry if it still
 has one, otherwise reserves a new entry: another task's training never rewrites an entry,
@@ -289,10 +290,10 @@ class ContinualLearner:
         data = self.tasks[task]
         with torch.no_grad():
             features = self._features(data.train_inputs, data.train_base, self.slots.A[slot], self.slots.B[slot])
-        if self.config.heads == "slot":
-            weight, bias = parameters[2:]
-            return [(weight, bias, (features @ weight.T + bias).detach())]
-        return [(*self.heads[u], features @ self.heads[u][0].T + self.heads[u][1]) for u in sorted(others)]
+            if self.config.heads == "slot":
+                weight, bias = parameters[2:]
+                return [(weight, bias, features @ weight.T + bias)]
+            return [(*self.heads[u], features @ self.heads[u][0].T + self.heads[u][1]) for u in sorted(others)]
 
     def decision_step(self) -> tuple[float, float]:
         """``optimizer_steps`` Adam steps on the current task, then its held-out accuracy; (accuracy, loss)."""

@@ -115,6 +115,21 @@ scenarios:
     assert sorted(summary["lr"]) == [0.01, 0.02, 0.02]
     strata = load_results(tmp_path / "results").summary["stratum"]
     assert strata.is_unique and strata.str.contains("heads=slot").sum() == 1 and strata.str.contains("lr=0.01").any()
+    assert not strata.str.contains("heads=task|lr=0.02").any()  # the registered values go unnamed
+
+
+def test_records_from_before_the_summary_carried_every_field_are_completed_on_resume(tmp_path, tiny_sweep):
+    config, out = write(tmp_path, tiny_sweep), tmp_path / "results"
+    full = run_sweep(config, out, progress=False)
+    for path in (out / "cells").glob("*.json"):  # as an older version wrote them: the six columns only
+        record = json.loads(path.read_text())
+        for row in record["summary"]:
+            for column in ("source", "schedule", "heads", "lr", "distill_weight"):
+                del row[column]
+        path.write_text(json.dumps(record))
+    resumed = run_sweep(config, out, progress=False)
+    pd.testing.assert_frame_equal(resumed[full.columns], full)
+    assert load_results(out).summary["stratum"].nunique() == 4
 
 
 def test_a_killed_run_resumes_to_the_same_tables_with_no_cell_lost_or_doubled(tmp_path, tiny_sweep):
