@@ -181,8 +181,14 @@ def _with_strata(frame: pd.DataFrame) -> pd.DataFrame:
     stay short when a sweep mixes scenarios.
     """
     frame = frame.copy()
-    label = frame["scenario"].astype(str)
-    for column in _stratum_columns(frame)[1:]:
+    frame["stratum"] = frame["scenario"].astype(str) + _overrides_text(frame, _stratum_columns(frame)[1:])
+    return frame
+
+
+def _overrides_text(frame: pd.DataFrame, columns: Iterable[str]) -> pd.Series:
+    """Per row, " name=value" for each of ``columns`` that varies in ``frame`` (see :func:`_with_strata`)."""
+    text = pd.Series("", index=frame.index)
+    for column in columns:
         if frame[column].nunique(dropna=False) == 1:
             continue
         values = frame[column].map(_value_text)
@@ -191,9 +197,8 @@ def _with_strata(frame: pd.DataFrame) -> pd.DataFrame:
             names = frame["scenario"].unique()
             registered = frame["scenario"].map({n: _value_text(getattr(SCENARIOS.get(n), column, None)) for n in names})
             part = part.where(values != registered, "")
-        label = label + part
-    frame["stratum"] = label
-    return frame
+        text = text + part
+    return text
 
 
 def _stratum_columns(frame: pd.DataFrame) -> list[str]:
@@ -284,6 +289,9 @@ def _theorem1_runs(summary: pd.DataFrame) -> pd.DataFrame:
     if (frame["slots"] == 1).any():  # the theorem's setting; other strata (e.g. a 2-slot ablation) stay out
         frame = frame[frame["slots"] == 1]
     runs = _runs(frame, ["returning_visits", "cumulative_regret", "first_visit_regret"])
+    varied = [c for c in _stratum_columns(frame) if c not in ("tasks_per_cycle", "cycles")]  # what a line keeps fixed
+    setting = _overrides_text(frame, varied).str.strip()
+    runs["setting"] = runs["stratum"].map(dict(zip(frame["stratum"], setting, strict=True)))
     if not (runs["agent"] == ORACLE).any():
         agents = ", ".join(_agent_order(runs["agent"]))
         raise ValueError(
@@ -299,13 +307,17 @@ def excess_regret(summary: pd.DataFrame) -> pd.DataFrame:
     Only one-slot strata count when the summary has any (the theorem's setting). One row
     per (agent, stratum, seed), the oracle excluded: ``returning_visits`` and
     ``excess_regret`` = the run's cumulative regret minus the oracle's (both averaged over
-    episodes). Raises ``ValueError`` when the summary has no oracle runs.
+    episodes), and ``series``: the agent, plus the setting when the strata differ in more
+    than M and T ("keep heads=slot"). Each series gets its own line. Raises ``ValueError``
+    when the summary has no oracle runs.
     """
     runs = _theorem1_runs(summary)
     oracle = runs.loc[runs["agent"] == ORACLE, ["stratum", "seed", "cumulative_regret"]]
     points = runs[runs["agent"] != ORACLE].merge(oracle, on=["stratum", "seed"], suffixes=("", "_oracle"))
     points["excess_regret"] = points["cumulative_regret"] - points["cumulative_regret_oracle"]
-    return points[["agent", "stratum", *STRATUM_COLUMNS, "seed", "returning_visits", "excess_regret"]]
+    points["series"] = (points["agent"] + " " + points["setting"]).str.strip()
+    columns = ["series", "agent", "stratum", *STRATUM_COLUMNS, "seed", "returning_visits", "excess_regret"]
+    return points[columns]
 
 
 def _delta_switch(runs: pd.DataFrame) -> tuple[float, str]:
@@ -322,8 +334,9 @@ def theorem1_fit(summary: pd.DataFrame) -> pd.DataFrame:
 
     Theorem 1: with capacity below the number of tasks, a memoryless policy relearns at every
     return, so its excess regret grows linearly with the returning visits ((T-1)M with one
-    slot), slope about Delta_switch; a bank-backed policy's stays flat. One row per agent
-    (the oracle excluded): ``slope``, ``intercept``, ``r2``, ``n_points`` (runs),
+    slot), slope about Delta_switch; a bank-backed policy's stays flat. One row per series
+    (an agent in one setting, see :func:`excess_regret`; the oracle excluded): ``series``,
+    ``agent``, ``slope``, ``intercept``, ``r2``, ``n_points`` (runs),
     ``delta_switch`` (the same measured value on every row) and ``delta_switch_source``
     (whose ``first_visit_regret`` it is: the oracle's, or fresh's if the oracle's is NaN).
     Raises ``ValueError`` when the summary has no oracle runs.
@@ -331,17 +344,20 @@ def theorem1_fit(summary: pd.DataFrame) -> pd.DataFrame:
     points = excess_regret(summary)
     delta, source = _delta_switch(_theorem1_runs(summary))
     rows = []
-    for agent in _agent_order(points["agent"]):
-        group = points[points["agent"] == agent]
+    order = {agent: i for i, agent in enumerate(_agent_order(points["agent"]))}
+    series = points.drop_duplicates("series").sort_values("series", key=lambda s: s.str.len(), kind="stable")
+    series = series.sort_values("agent", key=lambda agents: agents.map(order), kind="stable")
+    for name, agent in zip(series["series"], series["agent"], strict=True):
+        group = points[points["series"] == name]
         x = group["returning_visits"].to_numpy(float)
         y = group["excess_regret"].to_numpy(float)
         keep = np.isfinite(x) & np.isfinite(y)
         slope, intercept, r2 = _line_fit(x[keep], y[keep])
         rows.append(
-            {"agent": agent, "slope": slope, "intercept": intercept, "r2": r2, "n_points": int(keep.sum()),
-             "delta_switch": delta, "delta_switch_source": source}
+            {"series": name, "agent": agent, "slope": slope, "intercept": intercept, "r2": r2,
+             "n_points": int(keep.sum()), "delta_switch": delta, "delta_switch_source": source}
         )  # fmt: skip
-    columns = ["agent", "slope", "intercept", "r2", "n_points", "delta_switch", "delta_switch_source"]
+    columns = ["series", "agent", "slope", "intercept", "r2", "n_points", "delta_switch", "delta_switch_source"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -555,22 +571,26 @@ def regret_curves_figure(curves: pd.DataFrame, strata: list[str]) -> Figure | No
 def theorem1_figure(summary: pd.DataFrame) -> Figure:
     """Excess regret over the oracle against returning visits, each agent's fitted line, slope, R² and Delta_switch."""
     points = excess_regret(summary)
-    fit = theorem1_fit(summary).set_index("agent")
+    fit = theorem1_fit(summary).set_index("series")
     delta, source = fit["delta_switch"].iloc[0], fit["delta_switch_source"].iloc[0]
     figure = Figure(figsize=(7.5, 5), layout="constrained")
     axis = figure.subplots()
     x_line = np.array([0.0, float(points["returning_visits"].max())])
-    for agent in fit.index:
-        group = points[points["agent"] == agent]
-        row = fit.loc[agent]
-        axis.scatter(group["returning_visits"], group["excess_regret"], color=_colour(agent), alpha=0.6, s=18)
+    settings = list(
+        dict.fromkeys(name.removeprefix(agent) for name, agent in zip(fit.index, fit["agent"], strict=True))
+    )
+    for name, row in fit.iterrows():
+        group = points[points["series"] == name]
+        colour, marker = _colour(row["agent"]), "os^Dv<>"[settings.index(name.removeprefix(row["agent"])) % 7]
+        axis.scatter(group["returning_visits"], group["excess_regret"], color=colour, alpha=0.6, s=18, marker=marker)
         if pd.isna(row["slope"]):
-            axis.scatter([], [], color=_colour(agent), label=f"{agent}: one number of returning visits, no line")
+            axis.scatter([], [], color=colour, marker=marker, label=f"{name}: one number of returning visits, no line")
             continue
         label = (
-            f"{agent}: slope {_num(row['slope'])} = {_num(_ratio(row['slope'], delta))}·Δ_switch, R² {_num(row['r2'])}"
+            f"{name}: slope {_num(row['slope'])} = {_num(_ratio(row['slope'], delta))}·Δ_switch, R² {_num(row['r2'])}"
         )
-        axis.plot(x_line, row["intercept"] + row["slope"] * x_line, color=_colour(agent), label=label)
+        style = ["-", "--", ":", "-."][settings.index(name.removeprefix(row["agent"])) % 4]
+        axis.plot(x_line, row["intercept"] + row["slope"] * x_line, color=colour, linestyle=style, label=label)
     axis.axhline(0, color="0.5", linewidth=0.8)
     axis.set(
         xlabel="returning visits, (T-1)·M with one slot",
@@ -809,9 +829,9 @@ def write_report(directory: str | Path, resamples: int = 2000, seed: int = 0) ->
         report.skipped.append("Theorem 1 table and figure: the runs have fewer than two numbers of returning visits")
     else:
         fit = theorem1_fit(summary)
-        rows = [[r.agent, _num(r.slope), _num(r.intercept), _num(r.r2), str(r.n_points)] for r in fit.itertuples()]
+        rows = [[r.series, _num(r.slope), _num(r.intercept), _num(r.r2), str(r.n_points)] for r in fit.itertuples()]
         note = f"Measured Δ_switch = {_num(fit['delta_switch'].iloc[0])} ({fit['delta_switch_source'].iloc[0]}).\n\n"
-        markdown = note + _markdown(["agent", "slope", "intercept", "R²", "points"], rows)
+        markdown = note + _markdown(["series", "slope", "intercept", "R²", "points"], rows)
         report.tables += _write_table(fit, markdown, out / "theorem1")
         figures["theorem1"] = theorem1_figure(summary)
     if "theorem1" not in figures:

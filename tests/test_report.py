@@ -267,6 +267,20 @@ def test_theorem1_fit_by_hand():
     assert (fit["delta_switch_source"] == "oracle first_visit_regret").all()
 
 
+def test_theorem1_fits_one_line_per_agent_and_setting():
+    """Strata that differ in more than M and T (here heads) are separate series, each against its own oracle."""
+    per_task = hand_summary({"fresh": [0.0, 2.0, 5.0]}).assign(heads="task")
+    shared = hand_summary({"fresh": [0.0, 4.0, 10.0]}).assign(heads="slot")
+    shared["cumulative_regret"] += 3.0  # the oracle pays as much more as fresh: the excess is unchanged
+    fit = theorem1_fit(pd.concat([per_task, shared], ignore_index=True)).set_index("series")
+    assert list(fit.index) == ["fresh", "fresh heads=slot"]
+    assert (fit["agent"] == "fresh").all()
+    assert fit.loc["fresh", "slope"] == pytest.approx(1.25)
+    assert fit.loc["fresh heads=slot", "slope"] == pytest.approx(2.5)
+    assert fit.loc["fresh heads=slot", "r2"] == pytest.approx(75 / 76)
+    assert (fit["n_points"] == 3).all()
+
+
 def test_theorem1_fit_on_the_synthetic_grid(summary):
     fit = theorem1_fit(summary).set_index("agent")
     assert fit.loc["fresh", "slope"] == pytest.approx(1.0, rel=0.05)  # relearning costs LEARN.sum() = 1 per visit
