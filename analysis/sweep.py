@@ -288,7 +288,7 @@ def run_cell(cell: Cell, models: str | Path) -> dict:
         controller = agents.make(cell.agent, env, seed=cell.seed, **_agent_kwargs(cell, Path(models)))
         scenario = env.scenario
         labels = {"cell": cell.id, **{column: getattr(scenario, column) for column in OVERRIDE_COLUMNS}}
-        fields = {column: getattr(scenario, column) for column in SCENARIO_COLUMNS}
+        fields = _scenario_fields(scenario)
         steps, summary, matrices = [], [], []
         for episode in range(cell.episodes):
             rows, matrix = run_episode(controller, env, cell.seed, episode)
@@ -321,12 +321,15 @@ def _read_records(out: Path, cells: list[Cell]) -> dict[str, dict]:
     return {cell_id: json.loads(path.read_text()) for cell_id, path in paths.items() if path.is_file()}
 
 
+def _scenario_fields(scenario) -> dict:
+    return {column: getattr(scenario, column) for column in SCENARIO_COLUMNS}
+
+
 def _with_scenario_fields(row: dict, cell: Cell) -> dict:
     """``row`` with every scenario field: records written before the summary carried them all lack some."""
     if all(column in row for column in SCENARIO_COLUMNS):
         return row
-    scenario = make_scenario(cell.scenario, **dict(cell.overrides))
-    return row | {column: getattr(scenario, column) for column in SCENARIO_COLUMNS if column not in row}
+    return _scenario_fields(make_scenario(cell.scenario, **dict(cell.overrides))) | row
 
 
 def _write_summary(out: Path, cells: list[Cell], records: dict[str, dict]) -> None:
