@@ -14,21 +14,34 @@ from typing import ClassVar
 import gymnasium as gym
 import numpy as np
 
-from nsr_env.envs.nsr import RECALL_BANK, RECALL_FRESH, RECALL_KEEP, NSREnv
+from nsr_env.envs.nsr import NSREnv
+from nsr_env.recall import Recall
 
 AGENTS: dict[str, type[Agent]] = {}
+CAPABILITIES = ("memoryless", "needs_training", "reads_hidden")
+"""What the sweep records about each agent and the report groups by, instead of agent names."""
 
 
 def register_agent(cls: type[Agent]) -> type[Agent]:
-    """Class decorator: make the controller available to ``agents.make(cls.name, ...)``."""
+    """Class decorator: make the controller available to ``agents.make(cls.name, ...)``; a duplicate name raises."""
+    if cls.name in AGENTS:
+        raise ValueError(f"agent {cls.name!r} is already registered (by {AGENTS[cls.name].__qualname__}); rename it")
     AGENTS[cls.name] = cls
     return cls
 
 
 class Agent(ABC):
-    """A controller for one NSR environment (the same or a copy of the one it acts in)."""
+    """A controller for one NSR environment (the same or a copy of the one it acts in).
+
+    Capabilities, declared per class: ``memoryless`` (never recalls memory), ``needs_training``
+    (a learned policy, trained before it acts) and ``reads_hidden`` (reads hidden task labels:
+    a reference, not a controller one could deploy).
+    """
 
     name: ClassVar[str]
+    memoryless: ClassVar[bool] = False
+    needs_training: ClassVar[bool] = False
+    reads_hidden: ClassVar[bool] = False
 
     def __init__(self, env: gym.Env, seed: int | None = None) -> None:
         self.attach(env)
@@ -65,7 +78,7 @@ class Agent(ABC):
         return bool(self.part(observation, "task_boundary")[0] > 0.5)
 
     def continue_action(self, observation: np.ndarray) -> np.ndarray:
-        return np.array([int(np.argmax(self.part(observation, "slot_current"))), RECALL_KEEP])
+        return np.array([int(np.argmax(self.part(observation, "slot_current"))), Recall.KEEP])
 
     def least_recently_used_slot(self, observation: np.ndarray) -> int:
         """The stalest slot (never-used slots first, then by last training step; ties: lowest index)."""
@@ -73,6 +86,6 @@ class Agent(ABC):
 
 
 def action(slot: int, recall: str | int) -> np.ndarray:
-    """``[slot, recall]`` from ``"fresh"``, ``"keep"`` or a bank position."""
-    choice = {"fresh": RECALL_FRESH, "keep": RECALL_KEEP}.get(recall) if isinstance(recall, str) else None
-    return np.array([slot, choice if choice is not None else RECALL_BANK + int(recall)])
+    """``[slot, recall]`` from ``"fresh"``, ``"keep"`` or a memory position."""
+    choice = {"fresh": Recall.FRESH, "keep": Recall.KEEP}.get(recall) if isinstance(recall, str) else None
+    return np.array([slot, int(choice) if choice is not None else Recall.of_position(recall)])

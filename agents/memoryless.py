@@ -12,6 +12,7 @@ class FreshAgent(Agent):
     """Every task starts from scratch in the least recently used slot."""
 
     name = "fresh"
+    memoryless = True
 
     def place(self, observation: np.ndarray, info: dict) -> np.ndarray:
         return action(self.least_recently_used_slot(observation), "fresh")
@@ -22,6 +23,7 @@ class KeepAgent(Agent):
     """Naive fine-tuning: every task continues slot 0 as the previous task left it."""
 
     name = "keep"
+    memoryless = True
 
     def place(self, observation: np.ndarray, info: dict) -> np.ndarray:
         return action(0, "keep")
@@ -32,6 +34,7 @@ class RoundRobinAgent(Agent):
     """Slots in turn (0, 1, ..., S-1, 0, ...), each task started fresh."""
 
     name = "round_robin"
+    memoryless = True
 
     def reset(self) -> None:
         self.turn = 0
@@ -46,6 +49,7 @@ class RandomAgent(Agent):
     """A uniformly random slot and a uniformly random valid recall choice at each boundary."""
 
     name = "random"
+    memoryless = True
 
     def place(self, observation: np.ndarray, info: dict) -> np.ndarray:
         recall_mask = info["action_mask"][self.slots :]

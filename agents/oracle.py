@@ -14,6 +14,7 @@ class OracleAgent(Agent):
     used slot."""
 
     name = "oracle"
+    reads_hidden = True
 
     def place(self, observation: np.ndarray, info: dict) -> np.ndarray:
         slot = self.least_recently_used_slot(observation)

@@ -21,6 +21,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from agents.base import Agent, register_agent
+from nsr_env import measures
 
 
 @register_agent
@@ -28,6 +29,7 @@ class PPOAgent(Agent):
     """Acts with a trained stable-baselines3 PPO model, given as ``model=`` or loaded from ``path=``."""
 
     name = "ppo"
+    needs_training = True
     algorithm = PPO
 
     def __init__(self, env, seed: int | None = None, path: str | Path | None = None, model=None, deterministic=True):
@@ -57,6 +59,11 @@ class PPOAgent(Agent):
                 f"{self.env.action_space.nvec.tolist()}: train it on the same slots and bank_capacity"
             )
 
+    @classmethod
+    def train(cls, env_id: str, timesteps: int, out: str | Path, **kwargs) -> Path:
+        """Train a model for this agent with :func:`train_ppo` (``nsr sweep`` calls this); returns its path."""
+        return train_ppo(env_id, timesteps, out, maskable=cls.algorithm is MaskablePPO, **kwargs)
+
     def place(self, observation: np.ndarray, info: dict) -> np.ndarray:
         return self.act(observation, info)  # the policy decides at every step, boundaries included
 
@@ -79,41 +86,33 @@ class MaskablePPOAgent(PPOAgent):
 
 class ContinualLearningLogger(BaseCallback):
     """Logs the continual-learning figures of finished episodes to tensorboard (``cl/...``):
-    cumulative regret, mean accuracy, and mean recovery steps over returning visits (a
-    visit never recovered counts as its length + 1)."""
+    cumulative regret, mean accuracy, and mean recovery steps over returning visits
+    (censored as everywhere, by :mod:`nsr_env.measures`)."""
 
     def _on_training_start(self) -> None:
+        self.phase_length = self.training_env.get_attr("scenario", [0])[0].phase_length
         self.episodes = [self._new_episode() for _ in range(self.training_env.num_envs)]
 
     @staticmethod
     def _new_episode() -> dict:
-        return {"regret": 0.0, "accuracy": [], "recovery": [], "seen": set(), "phase": None}
-
-    @staticmethod
-    def _close_phase(episode: dict) -> None:
-        phase = episode["phase"]
-        if phase is not None and phase["returning"]:
-            episode["recovery"].append(phase["recovery"] if phase["recovery"] >= 0 else phase["steps"] + 1)
+        return {"regret": 0.0, "accuracy": [], "tasks": [], "recovery": []}  # tasks, recovery: one per phase
 
     def _on_step(self) -> bool:
         for index, (info, done) in enumerate(zip(self.locals["infos"], self.locals["dones"], strict=True)):
             episode = self.episodes[index]
             if info["task_boundary"]:
-                self._close_phase(episode)
-                task = info["trained_task_id"]
-                episode["phase"] = {"returning": task in episode["seen"], "steps": 0, "recovery": -1}
-                episode["seen"].add(task)
-            if episode["phase"] is not None:
-                episode["phase"]["steps"] += 1
-                episode["phase"]["recovery"] = info["recovery_steps"]
+                episode["tasks"].append(info["trained_task_id"])
+                episode["recovery"].append(info["recovery_steps"])
+            elif episode["recovery"]:
+                episode["recovery"][-1] = info["recovery_steps"]
             episode["regret"] += info["regret"]
             episode["accuracy"].append(info["accuracy"])
             if done:
-                self._close_phase(episode)
                 self.logger.record_mean("cl/cumulative_regret", episode["regret"])
                 self.logger.record_mean("cl/mean_accuracy", float(np.mean(episode["accuracy"])))
-                if episode["recovery"]:
-                    self.logger.record_mean("cl/mean_recovery_steps", float(np.mean(episode["recovery"])))
+                recovery = measures.returning_recovery(episode["tasks"], episode["recovery"], self.phase_length)
+                if recovery.size:
+                    self.logger.record_mean("cl/mean_recovery_steps", float(recovery.mean()))
                 self.episodes[index] = self._new_episode()
         return True
 

@@ -9,17 +9,17 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
-import torch
 
-from nsr_env.backbones import BACKBONES, DEFAULT_BACKBONE, BackboneWeightsError, make_backbone
 from nsr_env.data import DataNotFoundError, split_fashion_mnist
 from nsr_env.data.tasks import DEFAULT_EVAL_PER_CLASS, DEFAULT_TRAIN_PER_CLASS
-from nsr_env.features import TaskFeatures, task_features
 from nsr_env.paths import cache_dir
+from nsr_env.scenarios import DEFAULT_BACKBONE
 
 
-def nearest_mean_accuracy(features: TaskFeatures, backbone) -> float:
+def nearest_mean_accuracy(features, backbone) -> float:
     """Held-out accuracy of a nearest-class-mean rule on the frozen head features."""
+    import torch
+
     train = backbone.pool(features.train.base_outputs)
     held_out = backbone.pool(features.held_out.base_outputs)
     task = features.task
@@ -32,6 +32,9 @@ def nearest_mean_accuracy(features: TaskFeatures, backbone) -> float:
 
 def prepare(args: argparse.Namespace) -> int:
     """Load the default tasks, extract (or load) their cached features, print a summary."""
+    from nsr_env.backbones import make_backbone  # torch: imported by the commands that need it
+    from nsr_env.features import task_features
+
     started = time.perf_counter()
     backbone = make_backbone(args.backbone)
     tasks = split_fashion_mnist(
@@ -135,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nsr", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     prep = commands.add_parser("prepare", help="prepare the default data and features and summarise them")
-    prep.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
+    prep.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"a backbone name (default: {DEFAULT_BACKBONE})")
     prep.add_argument("--train-per-class", type=int, default=DEFAULT_TRAIN_PER_CLASS)
     prep.add_argument("--eval-per-class", type=int, default=DEFAULT_EVAL_PER_CLASS)
     prep.add_argument("--seed", type=int, default=0)
@@ -170,11 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors that mean bad input or missing data or weights: printed as one line, exit code 2."""
+    errors: list[type[BaseException]] = [DataNotFoundError, ValueError, gym.error.Error]
+    if "nsr_env.backbones" in sys.modules:  # only a command that imported torch can fail to get weights
+        errors.append(sys.modules["nsr_env.backbones"].BackboneWeightsError)
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (DataNotFoundError, BackboneWeightsError, ValueError, gym.error.Error) as error:
+    except _user_errors() as error:
         print(f"nsr {args.command}: {error}", file=sys.stderr)
         return 2
 

@@ -1,8 +1,9 @@
 """Continual-learning metrics: accuracy-matrix summaries, recovery steps, regret, retrieval precision.
 
-Plain numpy and nothing from ``nsr_env``: the environment must not import ``analysis``,
-and these functions must not depend on the environment either, so a results table can be
-scored without torch.
+Plain numpy. Regret, recovery and retrieval precision are defined once, in
+:mod:`nsr_env.measures` (which the environment, the sweep and the PPO logger call too);
+the functions here check their arguments and call those definitions. Nothing here needs
+torch, so a results table can be scored without it.
 
 Accuracy matrix. ``R`` has shape ``(n_phases, n_tasks)``; ``R[i, j]`` is the accuracy on
 task ``j`` measured at the end of training phase ``i``. A stream may revisit tasks (cyclic
@@ -30,6 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from nsr_env import measures
 
 __all__ = [
     "average_accuracy",
@@ -200,9 +203,10 @@ def recovery_steps(curves: ArrayLike, reference: ArrayLike, tolerance: float = 0
     tol = _floats(tolerance, "tolerance")
     if tol.ndim != 0 or tol < 0:
         raise ValueError(f"tolerance must be a scalar >= 0, got {tolerance!r}")
-    reached = c >= (ref - tol)[:, None]
+    reached = measures.is_recovered(c, ref[:, None], float(tol))
     recovered = reached.any(axis=1)
-    steps = np.where(recovered, reached.argmax(axis=1), c.shape[1]).astype(np.int64)
+    first = np.where(recovered, reached.argmax(axis=1), measures.NOT_RECOVERED)
+    steps = measures.censored_recovery(first, c.shape[1] - 1)
     return steps, ~recovered
 
 
@@ -240,7 +244,7 @@ def step_regret(accuracy: ArrayLike, reference: ArrayLike) -> np.ndarray:
     if acc.ndim != 1:
         raise ValueError(f"accuracy must be 1D (one value per decision step), got shape {acc.shape}")
     ref = _per_item(reference, "reference", acc.size, "decision step")
-    return np.maximum(0.0, ref - acc)
+    return measures.step_regret(acc, ref)
 
 
 def cumulative_regret(accuracy: ArrayLike, reference: ArrayLike) -> np.ndarray:
@@ -267,7 +271,4 @@ def retrieval_precision(recalled_task: ArrayLike, current_task: ArrayLike) -> fl
         raise ValueError("recalled_task must be a task id >= 0, or -1 for no recall")
     if (cur < 0).any():
         raise ValueError("current_task must be task ids >= 0")
-    recalls = rec >= 0
-    if not recalls.any():
-        return float("nan")
-    return float((rec[recalls] == cur[recalls]).mean())
+    return measures.retrieval_precision(rec, cur)

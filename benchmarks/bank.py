@@ -24,8 +24,8 @@ import time
 import torch
 from machine import machine_line
 
-from nsr_env.bank import TaskKnowledgeBank
 from nsr_env.learner import FRESH
+from nsr_env.memories.svd import TaskKnowledgeBank
 from nsr_env.scenarios import make_scenario, prepare
 
 PAPER_MB_PER_TASK = 0.29
@@ -70,8 +70,8 @@ def default_entry_bytes(float16: bool) -> tuple[float, list[int]]:
         for _ in range(data.scenario.phase_length):
             learner.decision_step()
         learner.end_phase()
-    ranks = [learner.bank.entries[p].factors.rank for p in learner.bank.positions()]
-    return learner.bank.bytes_per_entry(), ranks
+    ranks = [learner.memory.entries[p].factors.rank for p in learner.memory.positions()]
+    return learner.memory.bytes_per_entry(), ranks
 
 
 def main() -> None:

@@ -25,8 +25,8 @@ from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 
 import nsr_env  # noqa: F401  (registers the ids)
-from nsr_env.envs.nsr import RECALL_FRESH, RECALL_KEEP
 from nsr_env.learner import FRESH
+from nsr_env.recall import Recall
 
 
 def env_episode(env) -> float:
@@ -36,7 +36,7 @@ def env_episode(env) -> float:
     started = time.perf_counter()
     for _ in range(inner.scenario.num_steps):
         fresh = inner.at_boundary
-        env.step(np.array([0 if fresh else inner.current_slot, RECALL_FRESH if fresh else RECALL_KEEP]))
+        env.step(np.array([0 if fresh else inner.current_slot, Recall.FRESH if fresh else Recall.KEEP]))
     return (time.perf_counter() - started) / inner.scenario.num_steps
 
 

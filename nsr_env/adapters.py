@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from nsr_env.bank import Factors
+from nsr_env.lowrank import Factors
 
 
 class LoRASlots:

@@ -2,36 +2,42 @@
 
 A :class:`Scenario` is plain configuration: a task source (a dataset split into tasks),
 a schedule of phases (cyclic M x T, sequential, random recurrence), the phase length L,
-the capacity S, the LoRA rank r, the bank cap K and the learner's per-step budget.
-:func:`prepare` turns it into :class:`ScenarioData`: the tasks' cached tensors and their
-reference accuracies a* (calibrated once, cached on disk beside the features).
+the capacity S, the LoRA rank r, the memory (mechanism, cap K), the protection rule and
+the learner's per-step budget. :func:`prepare` turns it into a
+:class:`nsr_env.prepared.ScenarioData`: the tasks' cached tensors and their reference
+accuracies a* (calibrated once, cached on disk beside the features).
 
-A new scenario is one :func:`register_scenario` call; a new task source is one function
-plus one line in ``TASK_SOURCES``.
+A new scenario is one :func:`register_scenario` call, which also registers its Gymnasium
+id; a new task source is one function plus one ``TASK_SOURCES.register`` line. This module
+imports no torch (names are checked against registries of import paths), so a sweep config
+or ``nsr report`` can use the registry without it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import json
-from collections.abc import Callable
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+from gymnasium.envs.registration import register, registry
 
-from nsr_env.atomic import atomic_write
-from nsr_env.backbones import DEFAULT_BACKBONE, make_backbone
-from nsr_env.data import dataset_tasks, split_cifar100, split_fashion_mnist
-from nsr_env.features import task_features
-from nsr_env.learner import FRESH, ContinualLearner, LearnerConfig, TaskData
-from nsr_env.paths import cache_dir
+from nsr_env.config import LEARNER_FIELDS, LearnerConfig
+from nsr_env.registry import Registry
+
+if TYPE_CHECKING:
+    from nsr_env.prepared import ScenarioData
 
 SCHEDULES = ("cyclic", "sequential", "random")
-CALIBRATION_FORMAT = 1
+DEFAULT_BACKBONE = "efficientnet_lite0"  # nsr_env.backbones.DEFAULT_BACKBONE, named here without importing torch
+
+TASK_SOURCES = Registry("source")
+TASK_SOURCES.register("split_fashion_mnist", "nsr_env.sources:split_fashion_mnist_tasks")
+TASK_SOURCES.register("split_cifar100", "nsr_env.sources:split_cifar100_tasks")
+TASK_SOURCES.register("five_datasets", "nsr_env.sources:five_datasets_tasks")
+TASK_SOURCES.register("synthetic", "nsr_env.sources:synthetic_tasks")
 
 
 @dataclass(frozen=True)
@@ -54,10 +60,16 @@ class Scenario:
     batch_size: int = 16
     lr: float = 5e-4
     distill_weight: float = 1.0
-    svd_energy: float = 0.99
+    svd_energy: float | None = 0.99
     bank_float16: bool = False
     retention: str = "lru"
     heads: str = "task"  # "task": a head per task; "slot": a slot's tasks share its head (forgetting is possible)
+    memory: str = "svd"  # the memory mechanism, a name in nsr_env.memories.MEMORIES
+    protect: str = "distill"  # how a shared slot protects its earlier users, a name in nsr_env.protection.PROTECTIONS
+    lora_alpha: float | None = None  # LoRA scale alpha / r; None: alpha = r
+    distill_temperature: float = 2.0
+    svd_rank: int | None = None  # a fixed compression rank instead of svd_energy (then set svd_energy=None)
+    eval_size: int | None = 200  # held-out samples evaluated per decision step; None: all
     tolerance: float = 0.03  # recovered = within this of the reference accuracy
     calibration_steps: int = 120  # decision steps of the one-slot run that defines a*
     data_seed: int = 0
@@ -65,30 +77,24 @@ class Scenario:
     description: str = ""
 
     def __post_init__(self) -> None:
-        positive = ("tasks_per_cycle", "cycles", "phase_length", "slots", "rank", "bank_capacity")
-        positive += ("train_per_class", "eval_per_class", "optimizer_steps", "batch_size", "calibration_steps")
-        for name in positive:
+        positive = ("tasks_per_cycle", "cycles", "phase_length", "train_per_class", "eval_per_class")
+        for name in (*positive, "calibration_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"scenario {self.name!r}: {name}={value!r} must be an integer >= 1")
-        if self.source not in TASK_SOURCES:
-            raise ValueError(
-                f"scenario {self.name!r}: source={self.source!r} is unknown; one of {sorted(TASK_SOURCES)}"
-            )
+        try:
+            TASK_SOURCES.check(self.source)
+            self.learner_config()  # the learner's fields are checked once, there
+        except ValueError as error:
+            raise ValueError(f"scenario {self.name!r}: {error}") from None
         if self.schedule not in SCHEDULES:
             raise ValueError(f"scenario {self.name!r}: schedule={self.schedule!r} is unknown; one of {SCHEDULES}")
         if self.schedule == "sequential" and self.cycles != 1:
             raise ValueError(f"scenario {self.name!r}: a sequential schedule visits each task once; set cycles=1")
-        if not 0 < self.svd_energy <= 1:
-            raise ValueError(f"scenario {self.name!r}: svd_energy={self.svd_energy} must be in (0, 1]")
         if isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int) or self.data_seed < 0:
             raise ValueError(f"scenario {self.name!r}: data_seed={self.data_seed!r} must be an integer >= 0")
         if not 0 < self.tolerance < 1:
             raise ValueError(f"scenario {self.name!r}: tolerance={self.tolerance} must be in (0, 1)")
-        try:
-            self.learner_config()
-        except ValueError as error:
-            raise ValueError(f"scenario {self.name!r}: {error}") from None
 
     @property
     def num_phases(self) -> int:
@@ -114,118 +120,46 @@ class Scenario:
         return np.array(tasks)
 
     def learner_config(self) -> LearnerConfig:
-        return LearnerConfig(
-            slots=self.slots,
-            rank=self.rank,
-            optimizer_steps=self.optimizer_steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            distill_weight=self.distill_weight,
-            bank_capacity=self.bank_capacity,
-            svd_energy=self.svd_energy,
-            bank_float16=self.bank_float16,
-            retention=self.retention,
-            heads=self.heads,
-        )
-
-
-# --- task sources: scenario -> TaskData list ----------------------------------------------
-
-
-def _image_tasks(split: Callable, scenario: Scenario, cache, data_root, progress) -> tuple[list[TaskData], str]:
-    backbone = make_backbone(scenario.backbone)
-    tasks = split(
-        train_per_class=scenario.train_per_class,
-        eval_per_class=scenario.eval_per_class,
-        seed=scenario.data_seed,
-        root=data_root,
-    )
-    if scenario.tasks_per_cycle > len(tasks):
-        raise ValueError(
-            f"scenario {scenario.name!r}: tasks_per_cycle={scenario.tasks_per_cycle} but the source "
-            f"{scenario.source!r} has {len(tasks)} tasks"
-        )
-    tasks = tasks[: scenario.tasks_per_cycle]
-    features = task_features(backbone, tasks, cache=cache, data_root=data_root, progress=progress)
-    data = []
-    for item in features:
-        task = item.task
-        train_labels = torch.from_numpy(task.local_labels(item.train.labels.numpy()))
-        eval_labels = torch.from_numpy(task.local_labels(item.held_out.labels.numpy()))
-        key = item.train.inputs.mean(dim=(0, 1))
-        data.append(
-            TaskData(
-                name=task.name,
-                num_classes=task.num_classes,
-                train_inputs=item.train.inputs,
-                train_base=item.train.base_outputs,
-                train_labels=train_labels,
-                eval_inputs=item.held_out.inputs,
-                eval_base=item.held_out.base_outputs,
-                eval_labels=eval_labels,
-                key=key,
-            )
-        )
-    return data, backbone.pool_kind
-
-
-def _gaussian_clusters(
-    rng: np.random.Generator, means: np.ndarray, per_class: int, positions: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """SYNTHETIC samples: every position of a sample is its class mean plus unit Gaussian noise."""
-    labels = np.repeat(np.arange(len(means)), per_class)
-    noise = rng.normal(size=(len(labels), positions, means.shape[1]))
-    return torch.from_numpy(means[labels][:, None, :] + noise).float(), torch.from_numpy(labels)
-
-
-def synthetic_tasks(scenario: Scenario, *_unused) -> tuple[list[TaskData], str]:
-    """SYNTHETIC features (Gaussian class clusters through a random frozen layer), for fast tests.
-
-    Each task has its own class means, so tasks have distinct keys; the frozen layer is
-    16 -> 32 with 2 positions and ReLU-mean pooling.
-    """
-    rng = np.random.default_rng([scenario.data_seed, 7919])
-    in_features, out_features, positions, classes = 16, 32, 2, 2
-    weight = torch.from_numpy(rng.normal(size=(out_features, in_features)) / np.sqrt(in_features)).float()
-    data = []
-    for task in range(scenario.tasks_per_cycle):
-        means = rng.normal(scale=1.5, size=(classes, in_features))
-
-        train_inputs, train_labels = _gaussian_clusters(rng, means, scenario.train_per_class, positions)
-        eval_inputs, eval_labels = _gaussian_clusters(rng, means, scenario.eval_per_class, positions)
-        data.append(
-            TaskData(
-                name=f"synthetic[{task}]",
-                num_classes=classes,
-                train_inputs=train_inputs,
-                train_base=train_inputs @ weight.T,
-                train_labels=train_labels,
-                eval_inputs=eval_inputs,
-                eval_base=eval_inputs @ weight.T,
-                eval_labels=eval_labels,
-                key=train_inputs.mean(dim=(0, 1)),
-            )
-        )
-    return data, "relu_mean"
-
-
-TASK_SOURCES: dict[str, Callable[..., tuple[list[TaskData], str]]] = {
-    "split_fashion_mnist": functools.partial(_image_tasks, split_fashion_mnist),
-    "split_cifar100": functools.partial(_image_tasks, split_cifar100),
-    "five_datasets": functools.partial(_image_tasks, dataset_tasks),
-    "synthetic": synthetic_tasks,
-}
+        """The learner's configuration: every LearnerConfig field, read from the field of the same name."""
+        return LearnerConfig(**{name: getattr(self, name) for name in LEARNER_FIELDS})
 
 
 # --- the registry ----------------------------------------------------------------------------
 
 SCENARIOS: dict[str, Scenario] = {}
+ENV_IDS: dict[str, str] = {}
+"""Gymnasium id -> scenario name, one per registered scenario."""
 
 
-def register_scenario(scenario: Scenario) -> Scenario:
-    """Add a named scenario to the registry (``make_scenario`` and the environment ids use it)."""
+def default_env_id(name: str) -> str:
+    """``nsr_env/NSR-<Name>-v0`` with the scenario name in CamelCase (``my_stream`` -> ``NSR-MyStream-v0``)."""
+    words = re.split(r"[_\W]+", name)
+    return f"nsr_env/NSR-{''.join(word.capitalize() for word in words)}-v0"
+
+
+def register_scenario(scenario: Scenario, env_id: str | None = None) -> Scenario:
+    """Add a named scenario and its Gymnasium id (``env_id``, default :func:`default_env_id`).
+
+    A name or an id that is already registered raises instead of replacing the first.
+    """
+    env_id = env_id or default_env_id(scenario.name)
+    if scenario.name in SCENARIOS:
+        raise ValueError(f"scenario {scenario.name!r} is already registered; choose another name")
+    if env_id in ENV_IDS:
+        raise ValueError(f"environment id {env_id!r} already belongs to scenario {ENV_IDS[env_id]!r}; pass env_id=")
     SCENARIOS[scenario.name] = scenario
+    ENV_IDS[env_id] = scenario.name
+    if env_id not in registry:
+        register(id=env_id, entry_point="nsr_env.envs.nsr:NSREnv", kwargs={"scenario": scenario.name})
     return scenario
+
+
+def env_id_of(scenario: str) -> str:
+    """The Gymnasium id of a registered scenario."""
+    for env_id, name in ENV_IDS.items():
+        if name == scenario:
+            return env_id
+    raise ValueError(f"scenario name {scenario!r} is unknown; registered: {sorted(SCENARIOS)}")
 
 
 FIELDS = tuple(field.name for field in dataclasses.fields(Scenario))
@@ -246,7 +180,8 @@ register_scenario(
         "default",
         "split_fashion_mnist",
         description="Split-FashionMNIST 5x2 (offline), cyclic, 2 slots for 5 tasks, EfficientNet-Lite0 at 64 px",
-    )
+    ),
+    env_id="nsr_env/NSR-v0",
 )
 register_scenario(
     Scenario(
@@ -268,7 +203,8 @@ register_scenario(
         bank_capacity=16,
         online=True,
         description="Split-CIFAR-100 10x10, cyclic, 2 slots; needs the CIFAR-100 files",
-    )
+    ),
+    env_id="nsr_env/NSR-SplitCIFAR100-v0",
 )
 register_scenario(
     Scenario(
@@ -286,71 +222,10 @@ register_scenario(
 )
 
 
-# --- prepared data ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class ScenarioData:
-    """A scenario with its tasks' tensors and reference accuracies, ready to run."""
-
-    scenario: Scenario
-    tasks: list[TaskData]
-    pool_kind: str
-    reference: np.ndarray  # a* per task
-
-    def learner(self, seed: int = 0) -> ContinualLearner:
-        return ContinualLearner(self.tasks, self.pool_kind, self.scenario.learner_config(), seed=seed)
-
-
-def calibrate(scenario: Scenario, tasks: list[TaskData], pool_kind: str) -> np.ndarray:
-    """Reference accuracy a* of each task: trained alone in one fresh slot for
-    ``calibration_steps`` decision steps; a* is the mean of the last ten evaluations
-    (the evaluations are noisy; a single best one would be out of reach on most returns)."""
-    config = dataclasses.replace(scenario.learner_config(), slots=1)
-    reference = []
-    for task in range(len(tasks)):
-        learner = ContinualLearner(tasks, pool_kind, config, seed=scenario.data_seed)
-        learner.begin_phase(task, 0, FRESH)
-        curve = [learner.decision_step()[0] for _ in range(scenario.calibration_steps)]
-        reference.append(float(np.mean(curve[-10:])))
-    return np.array(reference)
-
-
-def _calibration_path(scenario: Scenario, tasks: list[TaskData], cache) -> Path:
-    learner_fields = ("rank", "optimizer_steps", "batch_size", "lr", "svd_energy", "calibration_steps", "data_seed")
-    digest = hashlib.sha256(json.dumps([CALIBRATION_FORMAT, scenario.source, scenario.backbone]).encode())
-    digest.update(json.dumps({name: getattr(scenario, name) for name in learner_fields}, sort_keys=True).encode())
-    for task in tasks:
-        for tensor in (task.train_inputs, task.train_labels, task.eval_inputs, task.eval_labels):
-            digest.update(tensor.numpy().tobytes())
-    return cache_dir(cache) / "calibration" / f"{scenario.source}-{digest.hexdigest()[:20]}.json"
-
-
-def reference_accuracies(scenario: Scenario, tasks: list[TaskData], pool_kind: str, cache=None) -> np.ndarray:
-    """a* per task, from the on-disk cache when this exact calibration was run before."""
-    path = _calibration_path(scenario, tasks, cache)
-    try:
-        stored = json.loads(path.read_text())
-        if len(stored["reference"]) == len(tasks):
-            return np.array(stored["reference"], dtype=float)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    reference = calibrate(scenario, tasks, pool_kind)
-    text = json.dumps({"scenario": scenario.name, "tasks": [t.name for t in tasks], "reference": reference.tolist()})
-    atomic_write(path, lambda temporary: temporary.write_text(text))
-    return reference
-
-
 def prepare(
     scenario: Scenario | str, *, cache: str | Path | None = None, data_root: str | Path | None = None, progress=True
 ) -> ScenarioData:
-    """Load (or extract) the scenario's features and its reference accuracies."""
-    if isinstance(scenario, str):
-        scenario = make_scenario(scenario)
-    tasks, pool_kind = TASK_SOURCES[scenario.source](scenario, cache, data_root, progress)
-    limit = min(tasks[0].train_inputs.shape[2], tasks[0].train_base.shape[2])
-    if scenario.rank > limit:
-        raise ValueError(
-            f"scenario {scenario.name!r}: rank={scenario.rank} is larger than the adapted layer allows ({limit})"
-        )
-    return ScenarioData(scenario, tasks, pool_kind, reference_accuracies(scenario, tasks, pool_kind, cache))
+    """Load (or extract) the scenario's features and its reference accuracies a* (see :mod:`nsr_env.prepared`)."""
+    from nsr_env.prepared import prepare as prepare_scenario  # torch: loaded when data is first needed
+
+    return prepare_scenario(scenario, cache=cache, data_root=data_root, progress=progress)

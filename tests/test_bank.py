@@ -16,15 +16,10 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from nsr_env import bank as bank_module
-from nsr_env.bank import (
-    BANK_FORMAT,
-    RETENTION_POLICIES,
-    BankFileError,
-    Factors,
-    TaskKnowledgeBank,
-    compress,
-)
+from nsr_env.lowrank import Factors, compress
+from nsr_env.memories import svd as bank_module
+from nsr_env.memories.retention import RETENTION_POLICIES
+from nsr_env.memories.svd import BANK_FORMAT, BankFileError, TaskKnowledgeBank
 
 FAST = settings(max_examples=60, deadline=None)
 

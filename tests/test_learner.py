@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nsr_env.adapters import LoRASlots
-from nsr_env.bank import compress
 from nsr_env.learner import FRESH, KEEP, ContinualLearner, LearnerConfig, TrainingDivergedError
+from nsr_env.lowrank import compress
 from nsr_env.scenarios import make_scenario, prepare
 
 
@@ -42,8 +42,8 @@ def test_same_seed_same_numbers_and_another_seed_differs(synthetic):
     a, b, c = (run_stream(learner, PLAN) for learner in (first, second, other))
     assert a == b
     assert a != c
-    for position in first.bank.positions():
-        assert torch.equal(first.bank.entries[position].factors.U, second.bank.entries[position].factors.U)
+    for position in first.memory.positions():
+        assert torch.equal(first.memory.entries[position].factors.U, second.memory.entries[position].factors.U)
 
 
 def test_fresh_slot_adds_nothing_and_only_the_low_rank_path_and_head_train(synthetic):
@@ -83,21 +83,21 @@ def test_recalling_its_own_entry_restores_a_task_exactly_with_lossless_compressi
     learner.end_phase()
     learner.begin_phase(0, 1, position)
     assert learner.evaluate(0) == (trained, "slot")
-    assert torch.allclose(learner.slots.delta(1), learner.bank.entries[position].factors.delta(), atol=1e-5)
+    assert torch.allclose(learner.slots.delta(1), learner.memory.entries[position].factors.delta(), atol=1e-5)
 
 
 def test_phase_end_refreshes_the_own_entry_and_copies_another_tasks(synthetic):
     learner = learner_for(synthetic)
     run_stream(learner, [(0, 0, FRESH)], steps=2)
-    (position,) = learner.bank.positions()
-    created = learner.bank.entries[position].created
+    (position,) = learner.memory.positions()
+    created = learner.memory.entries[position].created
     run_stream(learner, [(0, 0, position)], steps=2)
-    entry = learner.bank.entries[position]
-    assert learner.bank.positions() == [position] and entry.created == created
+    entry = learner.memory.entries[position]
+    assert learner.memory.positions() == [position] and entry.created == created
     assert entry.visits == 3  # reserved, recalled, refreshed
     run_stream(learner, [(1, 1, position)], steps=2)  # task 1 warm-started from task 0's entry
-    assert len(learner.bank) == 2
-    assert learner.bank.entries[position].task_label == 0 and learner.bank.entries[position].visits == 4
+    assert len(learner.memory) == 2
+    assert learner.memory.entries[position].task_label == 0 and learner.memory.entries[position].visits == 4
     assert learner.entry_of(1) != position
 
 
@@ -188,16 +188,16 @@ def test_a_nan_loss_is_reported_with_task_and_step_and_never_reaches_the_bank(sy
     poisoned[2] = dataclasses.replace(bad, train_inputs=inputs)
     learner = ContinualLearner(poisoned, synthetic.pool_kind, synthetic.scenario.learner_config(), seed=0)
     run_stream(learner, [(0, 0, FRESH)], steps=2)
-    bank_before = learner.bank.nbytes, learner.bank.positions()
+    bank_before = learner.memory.nbytes, learner.memory.positions()
     learner.begin_phase(2, 1, FRESH)
     delta_before = learner.slots.delta(1).clone()
     with pytest.raises(TrainingDivergedError, match=r"synthetic\[2\].*nan.*decision step 0"):
         learner.decision_step()
     assert learner.phase is None  # closed without a write to the bank
     assert torch.equal(learner.slots.delta(1), delta_before)
-    assert (learner.bank.nbytes, learner.bank.positions()) == bank_before
+    assert (learner.memory.nbytes, learner.memory.positions()) == bank_before
     run_stream(learner, [(1, 1, FRESH)], steps=1)  # the learner goes on; the bank still has no entry of task 2
-    assert learner.entry_of(2) is None and all(torch.isfinite(learner.bank.keys).all(1))
+    assert learner.entry_of(2) is None and all(torch.isfinite(learner.memory.keys).all(1))
 
 
 @pytest.mark.parametrize(
@@ -205,9 +205,9 @@ def test_a_nan_loss_is_reported_with_task_and_step_and_never_reaches_the_bank(sy
     [
         (lambda learner: learner.begin_phase(9, 0, FRESH), "task=9"),
         (lambda learner: learner.begin_phase(0, 5, FRESH), "slot=5"),
-        (lambda learner: learner.begin_phase(0, 0, 3), "recall=3 is an empty bank position"),
+        (lambda learner: learner.begin_phase(0, 0, 3), "recall=3 is an empty memory position"),
         (lambda learner: learner.begin_phase(0, 0, 99), "recall=99 is out of range"),
-        (lambda learner: learner.begin_phase(0, 0, 1.5), "recall=1.5 must be 'fresh', 'keep' or a bank position"),
+        (lambda learner: learner.begin_phase(0, 0, 1.5), "recall=1.5 must be 'fresh', 'keep' or a memory position"),
         (lambda learner: learner.evaluate(-1), "task=-1 is out of range"),
         (lambda learner: learner.begin_phase(0, 0, "reuse"), "recall='reuse'"),
         (lambda learner: learner.decision_step(), "begin_phase"),
@@ -257,11 +257,11 @@ def test_a_phase_must_be_closed_before_the_next_and_a_rejected_call_changes_noth
     with pytest.raises(RuntimeError, match="call end_phase"):
         learner.begin_phase(1, 1, FRESH)
     learner.end_phase()
-    state = ([set(users) for users in learner.slot_users], learner.slots.A.clone(), learner.bank.positions())
+    state = ([set(users) for users in learner.slot_users], learner.slots.A.clone(), learner.memory.positions())
     with pytest.raises(ValueError, match="recall='reuse'"):
         learner.begin_phase(0, 1, "reuse")
     assert state[0] == learner.slot_users and torch.equal(state[1], learner.slots.A)
-    assert state[2] == learner.bank.positions() and learner.phase is None
+    assert state[2] == learner.memory.positions() and learner.phase is None
 
 
 def test_numpy_integers_from_an_action_space_are_accepted(synthetic):
@@ -283,5 +283,5 @@ def test_keep_continues_the_slot_as_it_is(synthetic):
 def test_a_task_keeps_one_entry_whatever_its_phases_start_from(synthetic):
     learner = learner_for(synthetic)
     run_stream(learner, [(0, 0, FRESH), (1, 1, FRESH), (0, 0, FRESH), (0, 1, KEEP)], steps=1)
-    labels = [learner.bank.entries[p].task_label for p in learner.bank.positions()]
+    labels = [learner.memory.entries[p].task_label for p in learner.memory.positions()]
     assert sorted(labels) == [0, 1]

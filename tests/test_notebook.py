@@ -56,7 +56,7 @@ def test_the_committed_notebook_is_nbformat_4_without_outputs():
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
     assert {cell.id for cell in code} >= FIGURE_CELLS
-    assert all("_figure(" in cell.source for cell in code if cell.id in FIGURE_CELLS)  # analysis.report draws them
+    assert all("_figure(" in cell.source for cell in code if cell.id in FIGURE_CELLS)  # analysis.figures draws them
     assert not [word for word in ("pyplot", "plt.", "subplots", "savefig") if word in "".join(c.source for c in code)]
 
 

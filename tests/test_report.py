@@ -1,4 +1,4 @@
-"""analysis.stats and analysis.report on hand-worked values, properties, and SYNTHETIC results directories."""
+"""analysis.stats and the report's modules on hand-worked values, properties, and SYNTHETIC results directories."""
 
 from __future__ import annotations
 
@@ -13,19 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import trim_mean
 
-from analysis import report as report_module
+from analysis.capabilities import agent_order, colours, reference_agent
+from analysis.claims import paper_vs_ours
 from analysis.cli import main
+from analysis.figures import regret_curves
 from analysis.metrics import average_accuracy, backward_transfer, forgetting
-from analysis.report import (
-    excess_regret,
-    load_results,
-    metric_table,
-    paper_vs_ours,
-    regret_curves,
-    theorem1_fit,
-    write_report,
-)
+from analysis.report import write_report
+from analysis.results import CAPABILITY_COLUMNS, SWEEP_HINT, load_results
 from analysis.stats import iqm, mean, stratified_bootstrap
+from analysis.tables import metric_table
+from analysis.theorem1 import excess_regret, theorem1_fit
 
 # --- a SYNTHETIC results directory in the format `nsr sweep` writes ----------------------------
 
@@ -40,8 +37,24 @@ BEHAVIOUR = {
     "keep": (0.3, 1, 0.80),
     "ppo": (0.1, 2, 0.85),
 }
+CAPABILITIES = {
+    "oracle": {"reads_hidden"},
+    "similarity": set(),
+    "fresh": {"memoryless"},
+    "keep": {"memoryless"},
+    "round_robin": {"memoryless"},
+    "random": {"memoryless"},
+    "ppo": {"needs_training"},
+    "maskable_ppo": {"needs_training"},
+}
+"""What the real agents declare, as `nsr sweep` records it in summary.csv."""
 GRID = [(m, t) for m in (2, 3) for t in (1, 2, 4)]  # (tasks_per_cycle, cycles), one slot
 SEEDS = (0, 1, 2)
+
+
+def with_capabilities(summary: pd.DataFrame, capabilities: dict[str, set[str]] = CAPABILITIES) -> pd.DataFrame:
+    """``summary`` with a boolean column per capability, from each row's agent."""
+    return summary.assign(**{c: summary["agent"].map(lambda a, c=c: c in capabilities[a]) for c in CAPABILITY_COLUMNS})
 
 
 def synthetic_run(agent: str, m: int, t: int, seed: int, slots: int = 1) -> tuple[dict, list[dict], dict]:
@@ -99,7 +112,7 @@ def synthetic_results(
         steps += rows
         matrices |= matrix
     root.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(summary).to_csv(root / "summary.csv", index=False)
+    with_capabilities(pd.DataFrame(summary)).to_csv(root / "summary.csv", index=False)
     pd.DataFrame(steps).to_csv(root / "steps.csv", index=False)
     (root / "matrices.json").write_text(json.dumps(matrices))
     return root
@@ -213,13 +226,8 @@ def test_metric_table_pools_runs_with_stratified_intervals(summary):
     assert table.loc[("fresh", "mean_recovery_steps"), "mean"] == pytest.approx(3.0)
     never_recalls = table.loc[("fresh", "retrieval_precision")]
     assert never_recalls["n_runs"] == 0 and math.isnan(never_recalls["mean"])
-    assert list(dict.fromkeys(table.index.get_level_values("agent"))) == [
-        "similarity",
-        "oracle",
-        "fresh",
-        "keep",
-        "ppo",
-    ]
+    agents = table.index.get_level_values("agent")
+    assert list(dict.fromkeys(agents)) == ["oracle", "similarity", "fresh", "keep", "ppo"]  # by capability, then name
 
 
 def test_metric_table_by_stratum_bootstraps_each_stratum_alone(summary):
@@ -250,7 +258,7 @@ def hand_summary(excess: dict[str, list[float]]) -> pd.DataFrame:
                  "phase_length": 4, "slots": 1, "rank": 4, "bank_capacity": math.nan, "returning_visits": (t - 1) * 2,
                  "cumulative_regret": 1 + add, "first_visit_regret": first}
             )  # fmt: skip
-    return pd.DataFrame(rows)
+    return with_capabilities(pd.DataFrame(rows))
 
 
 def test_theorem1_fit_by_hand():
@@ -296,8 +304,57 @@ def test_theorem1_fit_on_the_synthetic_grid(summary):
 
 
 def test_theorem1_fit_without_the_oracle_says_what_to_add(summary):
-    with pytest.raises(ValueError, match=r"no 'oracle' runs .*add oracle to the sweep config"):
+    with pytest.raises(ValueError, match=r"hidden task labels .*no runs of one .*add one \(oracle\) to the sweep"):
         theorem1_fit(summary[summary["agent"] != "oracle"])
+
+
+def test_the_reference_is_whichever_agent_reads_hidden_labels():
+    """Roles come from the capability columns, not from names: a renamed oracle is still the reference."""
+    summary = hand_summary({"fresh": [0.0, 2.0, 5.0]}).replace({"agent": {"oracle": "cheat"}})
+    fit = theorem1_fit(summary)
+    assert fit["agent"].tolist() == ["fresh"]
+    assert fit["delta_switch_source"].iloc[0] == "cheat first_visit_regret"
+    assert excess_regret(summary)["excess_regret"].tolist() == pytest.approx([0.0, 2.0, 5.0])
+
+
+def test_several_references_the_first_alphabetically_is_the_reference():
+    summary = hand_summary({"fresh": [0.0, 2.0, 5.0], "similarity": [1.0, 1.0, 1.0]})
+    summary = summary.replace({"agent": {"similarity": "seer"}}).assign(reads_hidden=lambda f: f["agent"] != "fresh")
+    assert reference_agent(summary) == "oracle"
+    fit = theorem1_fit(summary).set_index("agent")
+    assert list(fit.index) == ["seer", "fresh"]  # the other reference is compared like any agent
+    assert fit.loc["seer", "slope"] == pytest.approx(0.0) and fit.loc["seer", "intercept"] == pytest.approx(1.0)
+
+
+def test_delta_switch_falls_back_to_the_first_memoryless_agent():
+    summary = hand_summary({"keep": [0.0, 1.0, 2.0], "fresh": [0.0, 2.0, 5.0]})
+    summary.loc[summary["agent"] == "oracle", "first_visit_regret"] = math.nan
+    summary.loc[summary["agent"] == "keep", "first_visit_regret"] = 5.0
+    fit = theorem1_fit(summary)
+    assert (fit["delta_switch_source"] == "fresh first_visit_regret").all()  # fresh before keep, alphabetically
+    assert fit["delta_switch"].iloc[0] == pytest.approx(0.7)
+
+
+def test_agents_are_ordered_by_capability_then_name():
+    """Reference, rules with memory, memoryless rules, learned controllers; colours follow the order."""
+    capabilities = CAPABILITIES | {"bandit": {"needs_training"}, "my_rule": set(), "coin": {"memoryless"}}
+    summary = with_capabilities(pd.DataFrame({"agent": sorted(capabilities)}), capabilities)
+    order = ["oracle", "my_rule", "similarity", "coin", "fresh", "keep", "random", "round_robin", "bandit",
+             "maskable_ppo", "ppo"]  # fmt: skip
+    assert agent_order(summary) == order
+    assert list(colours(order)) == order and colours(order)["oracle"] != colours(order)["my_rule"]
+
+
+def test_a_summary_of_an_older_sweep_names_the_missing_capability_columns(results_dir, tmp_path):
+    root = tmp_path / "older"
+    root.mkdir()
+    for name in ("steps.csv", "matrices.json"):
+        (root / name).write_bytes((results_dir / name).read_bytes())
+    older = pd.read_csv(results_dir / "summary.csv").drop(columns=list(CAPABILITY_COLUMNS))
+    older.to_csv(root / "summary.csv", index=False)
+    missing = r"lacks column\(s\) reads_hidden, memoryless, needs_training;.*re-run `nsr sweep` with the same command"
+    with pytest.raises(ValueError, match=missing):
+        load_results(root)
 
 
 def test_a_missing_column_is_named(summary):
@@ -314,7 +371,7 @@ def test_paper_vs_ours_by_hand(summary):
     assert table.loc["bank cuts cyclic recovery time", "ours_value"] == math.inf  # similarity recovers in 0 steps
     assert table.loc["bank cuts cyclic recovery time", "ours"] == "∞: fresh 3 / similarity 0 steps"
     assert table.loc["recovery steps, ppo (paper: RL)", "ours_value"] == pytest.approx(2.0)
-    assert table.loc["recovery steps, maskable_ppo (paper: RL)", "ours"] == "not run"
+    assert "recovery steps, maskable_ppo (paper: RL)" not in table.index  # a row per learned controller that ran
     # BWT fresh -0.3, keep -0.1, similarity -0.02 everywhere: mean(0.3, 0.1) / 0.02 = 10
     assert table.loc["closer to zero BWT than memoryless", "ours_value"] == pytest.approx(10.0)
     assert table.loc["closer to zero BWT than memoryless", "ours"] == "10x: BWT similarity -0.02, fresh -0.3, keep -0.1"
@@ -368,6 +425,7 @@ def test_paper_vs_ours_ratio_of_finite_recoveries_and_missing_agents(summary):
     alone = paper_vs_ours(summary[summary["agent"] == "oracle"]).set_index("claim")
     assert alone["ours_value"].isna().all()
     assert alone.loc["bank cuts cyclic recovery time", "ours"] == "not run (needs fresh and similarity)"
+    assert alone.loc["recovery steps, RL (paper: RL)", "ours"] == "not run (needs a learned controller)"
 
 
 def test_regret_curves_end_at_each_runs_cumulative_regret(results_dir, summary):
@@ -410,7 +468,7 @@ def test_report_skips_what_the_results_cannot_support(tmp_path):
     matrices = json.loads((root / "matrices.json").read_text())
     (root / "matrices.json").write_text(json.dumps({k: v for k, v in matrices.items() if k.startswith("fresh")}))
     report = write_report(root, resamples=50)
-    assert any("no 'oracle' runs" in s for s in report.skipped)
+    assert any("no runs of an agent that reads the hidden task labels" in s for s in report.skipped)
     assert not (root / "report" / "theorem1.png").exists()  # a stale figure is not left beside the new ones
     assert not (root / "report" / "metrics_by_stratum.md").exists()  # a single stratum
     assert (root / "report" / "accuracy_matrices.png").exists()  # fresh's matrix alone; similarity's is skipped
@@ -455,4 +513,4 @@ def test_nsr_report_without_results_prints_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("nsr report: results directory") and "run `nsr sweep CONFIG --out DIR` first" in err
     assert err.count("\n") == 1
-    assert report_module.SWEEP_HINT in err
+    assert SWEEP_HINT in err

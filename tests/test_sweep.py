@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from analysis.report import load_results, theorem1_fit
-from analysis.sweep import ConfigError, load_config, run_sweep
+from analysis.sweep import run_sweep
+from analysis.sweep_config import ConfigError, load_config
 
 
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:

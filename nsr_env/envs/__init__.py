@@ -1,24 +1,19 @@
-"""Environment ids, registered with Gymnasium when ``nsr_env`` is imported.
+"""Environment ids: one per registered scenario, registered with Gymnasium by ``register_scenario``.
 
 ``gym.make("nsr_env/NSR-v0", cycles=2, slots=1)``: keyword arguments override the
 scenario's fields by name (``tasks_per_cycle``, ``cycles``, ``phase_length``, ``slots``,
-``rank``, ``bank_capacity``, ...); ``strict``, ``cache``, ``data_root`` and
-``render_mode`` go to :class:`NSREnv`.
+``rank``, ``bank_capacity``, ``memory``, ``protect``, ...); ``strict``, ``cache``,
+``data_root`` and ``render_mode`` go to :class:`nsr_env.envs.nsr.NSREnv`.
 """
 
-from gymnasium.envs.registration import register, registry
+from nsr_env.scenarios import ENV_IDS, env_id_of
 
-from nsr_env.envs.nsr import NSREnv
+__all__ = ["ENV_IDS", "NSREnv", "env_id_of"]
 
-ENV_IDS = {
-    "nsr_env/NSR-v0": "default",
-    "nsr_env/NSR-Synthetic-v0": "synthetic",
-    "nsr_env/NSR-SplitCIFAR100-v0": "split_cifar100",
-    "nsr_env/NSR-FiveDatasets-v0": "five_datasets",
-}
 
-for env_id, scenario in ENV_IDS.items():
-    if env_id not in registry:
-        register(id=env_id, entry_point="nsr_env.envs.nsr:NSREnv", kwargs={"scenario": scenario})
+def __getattr__(name: str):
+    if name == "NSREnv":  # torch: imported when first asked for, so registering the ids needs no torch
+        from nsr_env.envs.nsr import NSREnv
 
-__all__ = ["ENV_IDS", "NSREnv"]
+        return NSREnv
+    raise AttributeError(f"module 'nsr_env.envs' has no attribute {name!r}")

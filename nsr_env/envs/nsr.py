@@ -29,10 +29,11 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from nsr_env import measures
 from nsr_env.learner import FRESH, KEEP
-from nsr_env.scenarios import ScenarioData, make_scenario, prepare
-
-RECALL_FRESH, RECALL_KEEP, RECALL_BANK = 0, 1, 2  # recall choice i >= 2 means bank position i - 2
+from nsr_env.prepared import ScenarioData, prepare
+from nsr_env.recall import Recall
+from nsr_env.scenarios import make_scenario
 
 
 @functools.lru_cache(maxsize=8)
@@ -64,7 +65,7 @@ class NSREnv(gym.Env):
         self.render_mode = render_mode
         self.strict = strict
         S, K = self.scenario.slots, self.scenario.bank_capacity
-        self.action_space = spaces.MultiDiscrete([S, RECALL_BANK + K])
+        self.action_space = spaces.MultiDiscrete([S, Recall.BANK + K])
         sizes = {
             "bank_similarity": K,  # cosine similarity of the current task's key to each entry; -1 where empty
             "bank_occupied": K,
@@ -124,20 +125,21 @@ class NSREnv(gym.Env):
         task, boundary, L = self.current_task, self.at_boundary, self.scenario.phase_length
         recalled_task = -1
         if boundary:
-            choice = FRESH if recall == RECALL_FRESH else KEEP if recall == RECALL_KEEP else recall - RECALL_BANK
-            if recall >= RECALL_BANK:
-                recalled_task = self.learner.bank.entries[recall - RECALL_BANK].task_label
+            position = Recall.position(recall)
+            choice = FRESH if recall == Recall.FRESH else KEEP if recall == Recall.KEEP else position
+            if position is not None:
+                recalled_task = self.learner.memory.task_at(position)
             self.learner.begin_phase(task, slot, choice)
             self.current_slot = slot
             self.slot_latest_task[slot] = task
-            earlier = self.best_accuracy.get(task)
-            reference = float(self.data.reference[task])
-            self.visit_target = reference if earlier is None else min(reference, earlier)
-            self.recovery = 0 if self.learner.evaluate(task)[0] >= self.visit_target - self.scenario.tolerance else -1
-        self.accuracy, _ = self.learner.decision_step()
+            self.visit_target = measures.visit_target(float(self.data.reference[task]), self.best_accuracy.get(task))
+            before = self.learner.evaluate(task).accuracy
+            at_once = measures.is_recovered(before, self.visit_target, self.scenario.tolerance)
+            self.recovery = 0 if at_once else measures.NOT_RECOVERED
+        self.accuracy = self.learner.decision_step().accuracy
         self.slot_last_trained[self.current_slot] = self.step_index
         steps_into_phase = self.step_index % L + 1
-        if self.recovery < 0 and self.accuracy >= self.visit_target - self.scenario.tolerance:
+        if self.recovery < 0 and measures.is_recovered(self.accuracy, self.visit_target, self.scenario.tolerance):
             self.recovery = steps_into_phase
         self.best_accuracy[task] = max(self.best_accuracy.get(task, 0.0), self.accuracy)
         self.step_index += 1
@@ -146,7 +148,7 @@ class NSREnv(gym.Env):
             self.current_slot = None
         if boundary or steps_into_phase == L:
             self._static = None
-        regret = max(0.0, float(self.data.reference[task]) - self.accuracy)
+        regret = float(measures.step_regret(self.accuracy, self.data.reference[task]))
         terminated = self.step_index == self.scenario.num_steps
         info = self._info(self.accuracy, regret, boundary, slot, recall, coerced, task, recalled_task)
         return self._observation(), -regret, terminated, False, info
@@ -156,15 +158,15 @@ class NSREnv(gym.Env):
     def action_masks(self) -> np.ndarray:
         """Valid choices per action dimension, concatenated ([slot] + [recall]), as MaskablePPO expects."""
         S, K = self.scenario.slots, self.scenario.bank_capacity
-        slots, recalls = np.zeros(S, dtype=bool), np.zeros(RECALL_BANK + K, dtype=bool)
+        slots, recalls = np.zeros(S, dtype=bool), np.zeros(Recall.BANK + K, dtype=bool)
         if self.learner is None or self.at_boundary:
             slots[:] = True
-            recalls[[RECALL_FRESH, RECALL_KEEP]] = True
+            recalls[[Recall.FRESH, Recall.KEEP]] = True
             if self.learner is not None:
-                recalls[RECALL_BANK:] = self.learner.bank.occupied.numpy()
+                recalls[Recall.BANK :] = self.learner.memory.occupied.numpy()
         else:
             slots[self.current_slot] = True
-            recalls[RECALL_KEEP] = True
+            recalls[Recall.KEEP] = True
         return np.concatenate([slots, recalls])
 
     def _checked(self, action) -> tuple[int, int, bool]:
@@ -190,12 +192,12 @@ class NSREnv(gym.Env):
                     f"[{self.current_slot}, 1] (its slot, keep)"
                 )
             raise ValueError(
-                f"action recall={recall} is masked: bank position {recall - RECALL_BANK} is empty; "
-                f"occupied positions: {self.learner.bank.positions()}"
+                f"action recall={recall} is masked: bank position {Recall.position(recall)} is empty; "
+                f"occupied positions: {self.learner.memory.positions()}"
             )
         if not self.at_boundary:
-            return self.current_slot, RECALL_KEEP, True
-        return slot, RECALL_FRESH, True
+            return self.current_slot, int(Recall.KEEP), True
+        return slot, int(Recall.FRESH), True
 
     # --- what the controller sees ------------------------------------------------------------
 
@@ -214,8 +216,8 @@ class NSREnv(gym.Env):
         scenario, learner, layout = self.scenario, self.learner, self.observation_layout
         observation = np.zeros(self.observation_space.shape, dtype=np.float32)
         key = learner.tasks[self.current_task].key
-        occupied = learner.bank.occupied
-        similarities = learner.bank.similarities(key).clamp(-1, 1).masked_fill(~occupied, -1.0)
+        occupied = learner.memory.occupied
+        similarities = learner.memory.similarities(key).clamp(-1, 1).masked_fill(~occupied, -1.0)
         observation[layout["bank_similarity"]] = similarities.numpy()
         observation[layout["bank_occupied"]] = occupied.numpy()
         used = self.slot_latest_task >= 0
@@ -226,11 +228,11 @@ class NSREnv(gym.Env):
         if self.current_slot is not None:
             observation[layout["slot_current"]][self.current_slot] = 1.0
         observation[layout["task_boundary"]] = self.at_boundary and self.step_index < scenario.num_steps
-        observation[layout["bank_fill"]] = len(learner.bank) / scenario.bank_capacity
+        observation[layout["bank_fill"]] = len(learner.memory) / scenario.bank_capacity
         return observation
 
     def _info(self, accuracy, regret, boundary, slot, recall, coerced=False, trained_task=-1, recalled_task=-1) -> dict:
-        bank = self.learner.bank
+        memory = self.learner.memory
         return {
             "accuracy": float(accuracy),
             "regret": float(regret),
@@ -240,8 +242,8 @@ class NSREnv(gym.Env):
             "slot": int(slot),
             "recall": int(recall),
             "action_coerced": bool(coerced),
-            "bank_size": len(bank),
-            "bank_bytes": int(bank.nbytes),
+            "bank_size": len(memory),
+            "bank_bytes": int(memory.nbytes),
             "trained_task_id": int(trained_task),
             "recalled_task_id": int(recalled_task),  # hidden: whose entry this step recalled (analysis only)
             "hidden_task_id": self.current_task,
@@ -266,14 +268,7 @@ class NSREnv(gym.Env):
             marker = "*" if slot == self.current_slot else " "
             lines.append(f" {marker}slot {slot}: tasks {sorted(users) or '-'}")
         for position in range(scenario.bank_capacity):
-            entry = learner.bank.entries[position]
-            if entry is None:
-                lines.append(f"  bank {position}: empty")
-            else:
-                lines.append(
-                    f"  bank {position}: task {entry.task_label}, rank {entry.factors.rank}, "
-                    f"{entry.nbytes / 1e3:.1f} kB, visits {entry.visits}, last use {entry.last_use}"
-                )
+            lines.append(f"  bank {position}: {learner.memory.describe(position)}")
         accuracies = " ".join(f"{a:.2f}" for a in learner.evaluate_all())
         lines.append(f"  accuracy per task: {accuracies}")
         return "\n".join(lines) + "\n"

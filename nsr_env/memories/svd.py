@@ -1,4 +1,4 @@
-"""TaskKnowledgeBank: SVD-compressed adapters with key embeddings, recall by cosine similarity.
+"""``svd``: the TaskKnowledgeBank, SVD-compressed adapters with key embeddings, recalled by cosine similarity.
 
 An entry holds one task's adapter delta ``B @ A`` as truncated SVD factors, the task's
 head, a key embedding (the mean frozen feature of the task's inputs) and metadata. The
@@ -17,111 +17,27 @@ import hashlib
 import io
 import pickle
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from nsr_env.atomic import atomic_write
+from nsr_env.lowrank import Factors, LowRank, compress
+from nsr_env.memories.base import Memory
+from nsr_env.memories.retention import RETENTION_POLICIES
+from nsr_env.records import Head, Stored
+
+if TYPE_CHECKING:
+    from nsr_env.config import LearnerConfig
 
 BANK_FORMAT = "nsr-env TaskKnowledgeBank"
 BANK_VERSION = 1
-ENERGY_SLACK = 1e-5  # relative float32 rounding allowed in the energy an energy threshold may drop
 
 
 class BankFileError(ValueError):
     """A saved bank cannot be read: wrong format or version, truncated, or altered."""
-
-
-@dataclass(frozen=True, eq=False)
-class Factors:
-    """Truncated SVD of a delta: ``delta ≈ U @ diag(S) @ Vh``."""
-
-    U: torch.Tensor  # (out, k)
-    S: torch.Tensor  # (k,)
-    Vh: torch.Tensor  # (k, in)
-
-    @property
-    def rank(self) -> int:
-        return len(self.S)
-
-    def delta(self) -> torch.Tensor:
-        return (self.U.float() * self.S.float()) @ self.Vh.float()
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.U, self.S, self.Vh))
-
-
-def _delta_shape(delta: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[int, int]:
-    """(out, in) of a delta matrix or of a ``(left, right)`` pair; a clear error for anything else."""
-    if isinstance(delta, torch.Tensor) and delta.dim() == 2:
-        return tuple(delta.shape)
-    if (
-        isinstance(delta, tuple)
-        and len(delta) == 2
-        and all(isinstance(t, torch.Tensor) and t.dim() == 2 for t in delta)
-    ):
-        (out, inner), (inner_right, in_) = delta[0].shape, delta[1].shape
-        if inner == inner_right:
-            return out, in_
-    shapes = tuple(delta.shape) if isinstance(delta, torch.Tensor) else [tuple(getattr(t, "shape", ())) for t in delta]
-    raise ValueError(f"delta has shape {shapes}; compress needs a 2-D (out, in) weight change or a (left, right) pair")
-
-
-def _svd(delta: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """Thin SVD of ``delta``, or of ``left @ right`` given as the pair, without forming the product:
-    QR of both factors, then the SVD of the small r x r core (exact, and ~100x cheaper for a LoRA)."""
-    if isinstance(delta, torch.Tensor):
-        return torch.linalg.svd(delta.detach().float(), full_matrices=False)
-    left, right = (t.detach().float() for t in delta)
-    q_left, r_left = torch.linalg.qr(left)
-    q_right, r_right = torch.linalg.qr(right.T)
-    u, s, vh = torch.linalg.svd(r_left @ r_right.T)
-    return q_left @ u, s, vh @ q_right.T
-
-
-def compress(
-    delta: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
-    energy: float | None = None,
-    rank: int | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Factors:
-    """Truncated SVD of ``delta`` (a matrix, or a pair ``(left, right)`` standing for
-    ``left @ right``, as a LoRA's ``(scale * B, A)``): keep a fixed ``rank``, or the fewest components whose
-    squared singular values reach the fraction ``energy`` of the total (Eckart–Young: the
-    dropped components' energy is exactly the squared Frobenius error). The energy they
-    may drop, ``(1 - energy) * total``, gets a relative ``ENERGY_SLACK`` so that rounding at
-    an exact boundary adds no component, while ``energy=1`` stays lossless. Components below
-    the numerical-rank tolerance (``max(shape) * eps * largest``) are always dropped, so a
-    zero delta compresses to rank 0. The factors own compact storage of the kept part only.
-    """
-    if (energy is None) == (rank is None):
-        raise ValueError("compress needs exactly one of energy= (a fraction in (0, 1]) or rank= (an integer >= 0)")
-    if energy is not None and not 0 < energy <= 1:
-        raise ValueError(f"energy={energy} must be in (0, 1]")
-    if rank is not None and rank < 0:
-        raise ValueError(f"rank={rank} must be >= 0")
-    shape = _delta_shape(delta)
-    u, s, vh = _svd(delta)
-    nonzero = int((s > s[0] * max(shape) * torch.finfo(torch.float32).eps).sum()) if len(s) else 0
-    if rank is not None:
-        keep = min(rank, nonzero)
-    else:
-        squares = s.double() ** 2
-        dropped = squares.flip(0).cumsum(0).flip(0)  # dropped[k]: energy left out by keeping k components
-        allowed = (1 - energy) * squares.sum() * (1 + ENERGY_SLACK)
-        keep = min(int((dropped > allowed).sum()), nonzero)
-    if dtype == torch.float16 and keep and s[0] > torch.finfo(torch.float16).max:
-        raise ValueError(
-            f"delta's largest singular value {s[0].item():.4g} overflows float16; store this bank in float32"
-        )
-
-    def own(t: torch.Tensor) -> torch.Tensor:
-        return t.to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
-
-    return Factors(own(u[:, :keep]), own(s[:keep]), own(vh[:keep]))
 
 
 @dataclass(eq=False)
@@ -147,39 +63,15 @@ class BankEntry:
         return self.factors.nbytes + sum(t.numel() * t.element_size() for t in tensors)
 
 
-RetentionPolicy = Callable[[list[BankEntry]], int]
-"""Given the occupied entries in position order, return the index (into that list) to evict."""
-
-
-def evict_least_recently_used(entries: list[BankEntry]) -> int:
-    """LRU: the entry reserved, refreshed or recalled longest ago."""
-    return min(range(len(entries)), key=lambda i: (entries[i].last_use, entries[i].created))
-
-
-def evict_oldest(entries: list[BankEntry]) -> int:
-    """FIFO: the entry first reserved longest ago; refreshes and recalls do not renew it."""
-    return min(range(len(entries)), key=lambda i: entries[i].created)
-
-
-def evict_least_visited(entries: list[BankEntry]) -> int:
-    """LFU: the entry with the fewest visits (reserves, refreshes, recalls); ties by LRU."""
-    return min(range(len(entries)), key=lambda i: (entries[i].visits, entries[i].last_use))
-
-
-RETENTION_POLICIES: dict[str, RetentionPolicy] = {
-    "lru": evict_least_recently_used,
-    "fifo": evict_oldest,
-    "lfu": evict_least_visited,
-}
-
-
 @dataclass(eq=False)
-class TaskKnowledgeBank:
+class TaskKnowledgeBank(Memory):
     """At most ``capacity`` compressed adapters, recalled by key similarity.
 
     ``entries``, ``keys`` and ``occupied`` are read-only views for callers; change the
-    bank through :meth:`reserve` and :meth:`touch` only, which keep them consistent.
+    bank through :meth:`write`, :meth:`reserve` and :meth:`touch` only, which keep them consistent.
     """
+
+    name = "svd"
 
     capacity: int
     key_dim: int
@@ -191,6 +83,7 @@ class TaskKnowledgeBank:
     keys: torch.Tensor = field(init=False, repr=False)  # (capacity, key_dim) unit-norm rows, zero where empty
     occupied: torch.Tensor = field(init=False, repr=False)  # (capacity,) bool: which positions hold an entry
     clock: int = field(init=False, default=0)
+    _task_positions: dict[int, int] = field(init=False, repr=False)  # task label -> position of its latest entry
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
@@ -206,9 +99,18 @@ class TaskKnowledgeBank:
         self.entries = [None] * self.capacity
         self.keys = torch.zeros(self.capacity, self.key_dim)
         self.occupied = torch.zeros(self.capacity, dtype=torch.bool)
+        self._task_positions = {}
 
-    def __len__(self) -> int:
-        return int(self.occupied.sum())
+    @classmethod
+    def from_config(cls, config: LearnerConfig, key_dim: int) -> TaskKnowledgeBank:
+        return cls(
+            capacity=config.bank_capacity,
+            key_dim=key_dim,
+            energy=config.svd_energy,
+            rank=config.svd_rank,
+            float16=config.bank_float16,
+            retention=config.retention,
+        )
 
     def tick(self) -> int:
         self.clock += 1
@@ -243,6 +145,8 @@ class TaskKnowledgeBank:
         now = self.tick()
         previous = None if position is None else self.entries[position]
         if previous is not None:
+            if self._task_positions.get(previous.task_label) == position:
+                del self._task_positions[previous.task_label]
             created, visits = previous.created, previous.visits + 1
         else:
             position = self._free_position()
@@ -253,13 +157,19 @@ class TaskKnowledgeBank:
         )  # fmt: skip
         self.keys[position] = torch.nn.functional.normalize(key.detach().float(), dim=0)
         self.occupied[position] = True
+        self._task_positions[int(task_label)] = position
         return position
+
+    def write(self, task: int, adapter: LowRank, head: Head, key: torch.Tensor) -> int:
+        return self.reserve(adapter, head.weight, head.bias, key, task, position=self.position_of(task))
 
     def _free_position(self) -> int:
         """The lowest empty position, after evicting the retention policy's victim if the bank is full."""
         if not self.occupied.all():
             return int((~self.occupied).nonzero()[0])
         victim = RETENTION_POLICIES[self.retention](self.entries)  # full: position order is list order
+        if self._task_positions.get(self.entries[victim].task_label) == victim:
+            del self._task_positions[self.entries[victim].task_label]
         self.entries[victim] = None
         self.keys[victim] = 0
         self.occupied[victim] = False
@@ -288,16 +198,33 @@ class TaskKnowledgeBank:
         entry.visits += 1
         return entry
 
-    def positions(self) -> list[int]:
-        return self.occupied.nonzero().flatten().tolist()
+    def read(self, position: int) -> Stored:
+        entry = self.touch(position)
+        return Stored(entry.factors, Head(entry.head_weight, entry.head_bias))
 
-    def bytes_per_entry(self) -> float:
-        """Mean stored bytes of an entry (factors, head, key), as the paper's MB per task."""
-        count = len(self)
-        return self.nbytes / count if count else 0.0
+    def peek(self, position: int) -> Stored:
+        entry = self.entries[position]
+        return Stored(entry.factors, Head(entry.head_weight, entry.head_bias))
+
+    def position_of(self, task: int) -> int | None:
+        return self._task_positions.get(task)
+
+    def task_at(self, position: int) -> int | None:
+        entry = self.entries[position]
+        return None if entry is None else entry.task_label
+
+    def describe(self, position: int) -> str:
+        entry = self.entries[position]
+        if entry is None:
+            return "empty"
+        return (
+            f"task {entry.task_label}, rank {entry.factors.rank}, {entry.nbytes / 1e3:.1f} kB, "
+            f"visits {entry.visits}, last use {entry.last_use}"
+        )
 
     @property
     def nbytes(self) -> int:
+        """Bytes of every entry's factors, head and key."""
         return sum(entry.nbytes for entry in self.entries if entry is not None)
 
     # --- persistence -------------------------------------------------------------------
@@ -367,4 +294,7 @@ class TaskKnowledgeBank:
             bank.entries[position] = BankEntry(factors, **item)
             bank.keys[position] = torch.nn.functional.normalize(item["key"].float(), dim=0)
             bank.occupied[position] = True
+            latest = bank.position_of(item["task_label"])
+            if latest is None or bank.entries[latest].created < item["created"]:
+                bank._task_positions[item["task_label"]] = position
         return bank

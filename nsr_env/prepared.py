@@ -1,0 +1,100 @@
+"""A scenario made ready to run: its tasks' tensors and their reference accuracies a*.
+
+:func:`prepare` loads (or extracts) the features through the scenario's task source and
+calibrates a* once per scenario, caching it on disk beside the features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nsr_env.atomic import atomic_write
+from nsr_env.learner import FRESH, ContinualLearner, TaskData
+from nsr_env.paths import cache_dir
+from nsr_env.scenarios import FIELDS, TASK_SOURCES, Scenario, make_scenario
+
+CALIBRATION_FORMAT = 2
+CALIBRATION_EXEMPT = frozenset(
+    {"name", "description", "online", "cycles", "schedule", "phase_length", "tolerance", "slots", "bank_capacity",
+     "retention"}
+)  # fmt: skip
+"""Scenario fields that cannot change a*: they shape the stream, how recovery is judged, or the
+memory's capacity, never one task trained alone in one fresh slot (calibration uses one slot and
+never writes the memory). Every other field, present or future, is part of the cache key."""
+
+
+@dataclass(frozen=True, eq=False)
+class ScenarioData:
+    """A scenario with its tasks' tensors and reference accuracies, ready to run."""
+
+    scenario: Scenario
+    tasks: list[TaskData]
+    pool_kind: str
+    reference: np.ndarray  # a* per task
+
+    def learner(self, seed: int = 0) -> ContinualLearner:
+        return ContinualLearner(self.tasks, self.pool_kind, self.scenario.learner_config(), seed=seed)
+
+
+def calibrate(scenario: Scenario, tasks: list[TaskData], pool_kind: str) -> np.ndarray:
+    """Reference accuracy a* of each task: trained alone in one fresh slot for
+    ``calibration_steps`` decision steps; a* is the mean of the last ten evaluations
+    (the evaluations are noisy; a single best one would be out of reach on most returns)."""
+    config = dataclasses.replace(scenario.learner_config(), slots=1)
+    reference = []
+    for task in range(len(tasks)):
+        learner = ContinualLearner(tasks, pool_kind, config, seed=scenario.data_seed)
+        learner.begin_phase(task, 0, FRESH)
+        curve = [learner.decision_step().accuracy for _ in range(scenario.calibration_steps)]
+        reference.append(float(np.mean(curve[-10:])))
+    return np.array(reference)
+
+
+def calibration_key(scenario: Scenario) -> str:
+    """A digest of every scenario field that can change a* (all but :data:`CALIBRATION_EXEMPT`)."""
+    fields = {name: getattr(scenario, name) for name in FIELDS if name not in CALIBRATION_EXEMPT}
+    return hashlib.sha256(json.dumps([CALIBRATION_FORMAT, fields], sort_keys=True).encode()).hexdigest()
+
+
+def _calibration_path(scenario: Scenario, tasks: list[TaskData], cache) -> Path:
+    digest = hashlib.sha256(calibration_key(scenario).encode())
+    for task in tasks:
+        for tensor in (task.train_inputs, task.train_labels, task.eval_inputs, task.eval_labels):
+            digest.update(tensor.numpy().tobytes())
+    return cache_dir(cache) / "calibration" / f"{scenario.source}-{digest.hexdigest()[:20]}.json"
+
+
+def reference_accuracies(scenario: Scenario, tasks: list[TaskData], pool_kind: str, cache=None) -> np.ndarray:
+    """a* per task, from the on-disk cache when this exact calibration was run before."""
+    path = _calibration_path(scenario, tasks, cache)
+    try:
+        stored = json.loads(path.read_text())
+        if len(stored["reference"]) == len(tasks):
+            return np.array(stored["reference"], dtype=float)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    reference = calibrate(scenario, tasks, pool_kind)
+    text = json.dumps({"scenario": scenario.name, "tasks": [t.name for t in tasks], "reference": reference.tolist()})
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+    return reference
+
+
+def prepare(
+    scenario: Scenario | str, *, cache: str | Path | None = None, data_root: str | Path | None = None, progress=True
+) -> ScenarioData:
+    """Load (or extract) the scenario's features and its reference accuracies."""
+    if isinstance(scenario, str):
+        scenario = make_scenario(scenario)
+    tasks, pool_kind = TASK_SOURCES.get(scenario.source)(scenario, cache, data_root, progress)
+    limit = min(tasks[0].train_inputs.shape[2], tasks[0].train_base.shape[2])
+    if scenario.rank > limit:
+        raise ValueError(
+            f"scenario {scenario.name!r}: rank={scenario.rank} is larger than the adapted layer allows ({limit})"
+        )
+    return ScenarioData(scenario, tasks, pool_kind, reference_accuracies(scenario, tasks, pool_kind, cache))
