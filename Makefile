@@ -31,6 +31,7 @@ bench: setup data
 	$(BIN)/python benchmarks/bank.py
 	$(BIN)/python benchmarks/env_step.py
 	$(BIN)/python benchmarks/sweep_jobs.py
+	$(BIN)/python benchmarks/long_stream.py
 
 setup: $(INSTALLED)
 

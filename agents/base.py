@@ -33,9 +33,10 @@ def register_agent(cls: type[Agent]) -> type[Agent]:
 class Agent(ABC):
     """A controller for one NSR environment (the same or a copy of the one it acts in).
 
-    Capabilities, declared per class: ``memoryless`` (never recalls memory), ``needs_training``
-    (a learned policy, trained before it acts) and ``reads_hidden`` (reads hidden task labels:
-    a reference, not a controller one could deploy).
+    Capabilities, declared per class: ``memoryless`` (a baseline that decides without reading
+    what the memory holds: it never recalls, or only at random), ``needs_training`` (a learned
+    policy: the class provides ``train``, and the sweep trains it before it acts) and
+    ``reads_hidden`` (reads hidden task labels: a reference, not a controller one could deploy).
     """
 
     name: ClassVar[str]
@@ -57,6 +58,11 @@ class Agent(ABC):
         self.env = unwrapped
         self.layout = unwrapped.observation_layout
         self.slots = unwrapped.scenario.slots
+
+    @classmethod
+    def train(cls, env_id: str, timesteps: int, out, **kwargs):
+        """Train a model for this agent and return its path (learned agents, ``needs_training``, override it)."""
+        raise NotImplementedError(f"agent {cls.name!r} does not train; only agents with needs_training = True do")
 
     def reset(self) -> None:  # noqa: B027  (an optional hook: most rules keep no per-episode state)
         """Forget per-episode state (called at the start of each episode)."""

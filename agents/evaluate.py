@@ -12,7 +12,7 @@ from agents.base import AGENTS, Agent
 
 COLUMNS = [
     "scenario", "agent", "seed", "episode", "step", "task", "phase", "slot", "recall", "accuracy", "regret",
-    "recovery_steps", "task_boundary", "bank_size", "bank_bytes",
+    "recovery_steps", "task_boundary", "bank_size", "bank_bytes", "retrieval_rank", "relevant_recall",
 ]  # fmt: skip
 
 
@@ -41,7 +41,8 @@ def run_episode(controller: Agent, env: gym.Env, seed: int, episode: int = 0) ->
                 "step": step, "task": task, "phase": info["phase"], "slot": info["slot"], "recall": info["recall"],
                 "accuracy": info["accuracy"], "regret": info["regret"], "recovery_steps": info["recovery_steps"],
                 "task_boundary": info["task_boundary"], "bank_size": info["bank_size"],
-                "bank_bytes": info["bank_bytes"], "recalled_task": info["recalled_task_id"],
+                "bank_bytes": info["bank_bytes"], "retrieval_rank": info["retrieval_rank"],
+                "relevant_recall": info["relevant_recall"], "recalled_task": info["recalled_task_id"],
             }
         )  # fmt: skip
         step, done = step + 1, terminated or truncated

@@ -24,7 +24,7 @@ from analysis.results import (
     with_strata,
 )
 
-__all__ = ["paper_vs_ours"]
+__all__ = ["SETTINGS", "paper_vs_ours", "paper_vs_ours_by_setting"]
 
 
 def _shared_means(runs: pd.DataFrame, metric: str, agents: list[str]) -> dict[str, float] | None:
@@ -95,6 +95,8 @@ def _distillation_claim(frame: pd.DataFrame, runs: pd.DataFrame) -> tuple:
     if not {"heads", "distill_weight"} <= set(frame):
         return not_run
     keep = frame[(frame["agent"] == "keep") & (frame["heads"] == "slot")]
+    if "protect" in keep:  # the claim is about distillation: strata under another protection rule stay out
+        keep = keep[keep["protect"] == "distill"]
     columns = [c for c in stratum_columns(frame) if c != "distill_weight"]
     per_stratum = runs[runs["agent"] == "keep"].groupby("stratum")["bwt"].mean()
     strata = keep.drop_duplicates("stratum").assign(bwt=lambda f: f["stratum"].map(per_stratum))
@@ -159,3 +161,27 @@ def paper_vs_ours(summary: pd.DataFrame) -> pd.DataFrame:
     ours = "not run" if means is None else f"{value:.3g} MB"
     add("bank memory per task", "0.29 MB", 0.29, value, ours, "similarity's bank bytes per task / 10^6")
     return pd.DataFrame(rows)
+
+
+SETTINGS = ("idealised", "default")
+"""The scenarios whose claims get a column each: the paper's idealised setting and the honest default."""
+
+
+def paper_vs_ours_by_setting(summary: pd.DataFrame) -> pd.DataFrame:
+    """:func:`paper_vs_ours` for each setting of :data:`SETTINGS` that the summary ran, side by side.
+
+    One row per claim: ``claim``, ``paper``, ``paper_value``, ``measured_as``, and per setting
+    ``ours (<setting>)`` and ``ours_value (<setting>)``. A summary with neither setting gets one
+    ``ours (all strata)`` column over everything it holds.
+    """
+    present = [name for name in SETTINGS if (summary["scenario"] == name).any()]
+    parts = {name: paper_vs_ours(summary[summary["scenario"] == name]) for name in present}
+    if not parts:
+        parts = {"all strata": paper_vs_ours(summary)}
+    claims = pd.concat([part[["claim", "paper", "paper_value", "measured_as"]] for part in parts.values()])
+    table = claims.drop_duplicates("claim").reset_index(drop=True)
+    for name, part in parts.items():
+        values = part.set_index("claim")
+        table[f"ours ({name})"] = table["claim"].map(values["ours"]).fillna("not run")
+        table[f"ours_value ({name})"] = table["claim"].map(values["ours_value"])
+    return table

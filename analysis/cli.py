@@ -10,6 +10,7 @@ from pathlib import Path
 
 import gymnasium as gym
 
+from nsr_env.config import KEYS
 from nsr_env.data import DataNotFoundError, split_fashion_mnist
 from nsr_env.data.tasks import DEFAULT_EVAL_PER_CLASS, DEFAULT_TRAIN_PER_CLASS
 from nsr_env.paths import cache_dir
@@ -31,10 +32,28 @@ def nearest_mean_accuracy(features, backbone) -> float:
 
 
 def prepare(args: argparse.Namespace) -> int:
-    """Load the default tasks, extract (or load) their cached features, print a summary."""
+    """Load the default tasks, extract (or load) their cached features, print a summary; with
+    ``--scenario``/``--library``, prepare registered scenarios (features and a*), one line each."""
     from nsr_env.backbones import make_backbone  # torch: imported by the commands that need it
+    from nsr_env.data.library import LIBRARIES
     from nsr_env.features import task_features
 
+    names = list(dict.fromkeys([*args.scenario, *(LIBRARIES if args.library else ())]))
+    if names:
+        from nsr_env.scenarios import prepare as prepare_scenario
+
+        root = cache_dir(args.cache)
+
+        def entries() -> set[Path]:
+            return {path for folder in ("features", "calibration") for path in (root / folder).rglob("*.*")}
+
+        for name in names:
+            before, started = entries(), time.perf_counter()
+            data = prepare_scenario(name, cache=args.cache, data_root=args.data)
+            written = len(entries() - before)
+            cache = "hit" if written == 0 else f"miss ({written} files written)"
+            print(f"{name}: {len(data.tasks)} tasks, {time.perf_counter() - started:.1f} s, cache {cache}")
+        return 0
     started = time.perf_counter()
     backbone = make_backbone(args.backbone)
     tasks = split_fashion_mnist(
@@ -134,6 +153,42 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_size(text: str) -> int | str:
+    """``--sizes 10 all``: an entry count, or ``all`` for every task of the scenario."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sizes {text!r}: give integers or 'all', e.g. --sizes 10 50 all") from None
+
+
+def retrieval_command(args: argparse.Namespace) -> int:
+    """Run the retrieval-at-scale experiment into DIR/retrieval and print precision@1 at the largest memory."""
+    from analysis.retrieval import run_retrieval  # torch: imported when the command runs
+
+    given = {name: getattr(args, name) for name in ("sizes", "energies", "keys", "steps")}
+    run = run_retrieval(
+        args.scenario, args.out, probes=args.probes, seed=args.seed, cache=args.cache, data_root=args.data,
+        **{name: value for name, value in given.items() if value is not None}, **dict(args.set),
+    )  # fmt: skip
+    queries, config = run.queries, run.config
+    largest = queries[queries["entries"] == queries["entries"].max()]
+    hits = (largest["top_task"] == largest["task"]).groupby([largest["key"], largest["energy"]], sort=False).mean()
+    print(f"precision@1 with {config['sizes'][-1]} stored entries ({config['probes']} probes per task):")
+    for (key, energy), precision in hits.items():
+        print(f"  {key:<7} energy {energy:<5g} {precision:.3f}")
+    contribution = run.tasks["contribution"]
+    seconds = config["seconds"]
+    print(
+        f"adapter contribution over {len(contribution)} tasks: mean {contribution.mean():.4f}, "
+        f"min {contribution.min():.4f}, max {contribution.max():.4f}\n"
+        f"took {seconds['total']:.0f} s (prepare {seconds['prepare']:.0f}, train {seconds['train']:.0f}, "
+        f"score {seconds['score']:.0f}); wrote {run.directory}; next: nsr report {args.out}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nsr", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--seed", type=int, default=0)
     prep.add_argument("--data", default=None, help="data root (default: $NSR_DATA, then the Debian package)")
     prep.add_argument("--cache", default=None, help="cache root (default: $NSR_CACHE or ~/.cache/nsr_env)")
+    prep.add_argument(
+        "--scenario", action="append", default=[], metavar="NAME",
+        help="instead, prepare a registered scenario's features and a* (repeatable; only --data and --cache apply)",
+    )  # fmt: skip
+    prep.add_argument(
+        "--library", action="store_true", help="prepare every library scenario: pairs, rotated, traps, mixed, long"
+    )
     prep.set_defaults(run=prepare)
     train = commands.add_parser("train-ppo", help="train a PPO or MaskablePPO controller with stable-baselines3")
     train.add_argument("--env", default="nsr_env/NSR-v0", help="environment id (default: nsr_env/NSR-v0)")
@@ -170,6 +232,29 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: 2000)")
     report.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     report.set_defaults(run=report_command)
+    retrieval = commands.add_parser(
+        "retrieval", help="does a key surface the right past adapter as memory grows? into DIR/retrieval"
+    )
+    retrieval.add_argument("--scenario", default="long", help="a registered scenario (default: long)")
+    retrieval.add_argument(
+        "--out", default="results", help="results directory, e.g. a sweep's --out; files go to DIR/retrieval"
+    )
+    retrieval.add_argument(
+        "--sizes", nargs="+", type=parse_size, metavar="N",
+        help="numbers of stored entries, 'all' for every task (default: 10 20 50 100 200 all)",
+    )  # fmt: skip
+    retrieval.add_argument("--energies", nargs="+", type=float, metavar="E", help="SVD energies (default: 0.9 0.99 1)")
+    retrieval.add_argument("--keys", nargs="+", choices=KEYS, help=f"key kinds (default: {' '.join(KEYS)})")
+    retrieval.add_argument("--probes", type=int, default=5, help="queries per stored task (default: 5)")
+    retrieval.add_argument("--steps", type=int, help="decision steps per task (default: 40)")
+    retrieval.add_argument("--seed", type=int, default=0)
+    retrieval.add_argument(
+        "--set", type=parse_override, action="append", default=[], metavar="FIELD=VALUE",
+        help="override a scenario field, e.g. --set probe_size=8 (repeatable)",
+    )  # fmt: skip
+    retrieval.add_argument("--data", default=None, help="data root (default: $NSR_DATA, then the Debian package)")
+    retrieval.add_argument("--cache", default=None, help="cache root (default: $NSR_CACHE or ~/.cache/nsr_env)")
+    retrieval.set_defaults(run=retrieval_command)
     return parser
 
 

@@ -12,9 +12,13 @@
   reference agent's (the oracle, which reads the hidden task labels) against the number of
   returning visits, one least-squares line per agent, beside the measured Delta_switch
   (:mod:`analysis.theorem1`);
-- ``paper_vs_ours.{md,csv}``: the paper's headline figures beside ours (:mod:`analysis.claims`);
+- ``paper_vs_ours.{md,csv}``: the paper's headline figures beside ours, one column for the
+  idealised setting and one for the honest default where the sweep ran them (:mod:`analysis.claims`);
 - figures ``regret_curves``, ``recovery_steps``, ``accuracy_matrices``, ``allocation`` (PNG and
   PDF, :mod:`analysis.figures`);
+- when ``nsr retrieval --out DIR`` has written ``DIR/retrieval``: ``retrieval_precision`` and
+  ``threshold_sensitivity`` (tables and figures) and ``adapter_contribution`` (table), from
+  :mod:`analysis.retrieval_report`; without it they are left out (no "Skipped" line);
 - ``report.md``, an index with every table inline and every figure linked.
 
 Every file is written to a hidden temporary name and renamed, so a killed report never
@@ -31,7 +35,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.capabilities import reference_agent
-from analysis.claims import paper_vs_ours
+from analysis.claims import paper_vs_ours_by_setting
 from analysis.figures import (
     accuracy_matrices_figure,
     allocation_figure,
@@ -42,6 +46,7 @@ from analysis.figures import (
 )
 from analysis.format import format_number
 from analysis.results import load_results, stratum_order
+from analysis.retrieval_report import RETRIEVAL_NAMES, retrieval_part
 from analysis.tables import markdown_table, metric_table, metrics_markdown
 from analysis.theorem1 import excess_regret, theorem1_fit
 from nsr_env.atomic import atomic_write
@@ -101,9 +106,10 @@ def write_report(directory: str | Path, resamples: int = 2000, seed: int = 0) ->
         report.tables += _write_table(by_stratum, metrics_markdown(by_stratum, True), out / "metrics_by_stratum")
     else:
         _remove(out / "metrics_by_stratum", (".md", ".csv"))
-    paper = paper_vs_ours(summary)
+    paper = paper_vs_ours_by_setting(summary)
+    ours = [column for column in paper if column.startswith("ours (")]
     report.paper_vs_ours = markdown_table(
-        ["claim", "paper", "ours", "measured as"], paper[["claim", "paper", "ours", "measured_as"]].values.tolist()
+        ["claim", "paper", *ours, "measured as"], paper[["claim", "paper", *ours, "measured_as"]].values.tolist()
     )
     report.tables += _write_table(paper, report.paper_vs_ours, out / "paper_vs_ours")
     paper_md = report.tables[-2]
@@ -113,6 +119,14 @@ def write_report(directory: str | Path, resamples: int = 2000, seed: int = 0) ->
         "accuracy_matrices": accuracy_matrices_figure(results),
         "allocation": allocation_figure(results),
     }
+    retrieval = retrieval_part(results.directory, resamples, seed)
+    if retrieval is None:
+        for name in RETRIEVAL_NAMES:
+            _remove(out / name, (".md", ".csv", ".png", ".pdf"))
+    else:
+        for name, (frame, markdown) in retrieval.tables.items():
+            report.tables += _write_table(frame, markdown, out / name)
+        figures |= retrieval.figures
     if reference_agent(summary) is None:
         report.skipped.append(
             "Theorem 1 table and figure: no runs of an agent that reads the hidden task labels (reads_hidden) "

@@ -32,6 +32,7 @@ def summarise(steps: pd.DataFrame, matrix: np.ndarray, scenario: Scenario) -> di
     phase_regret = phases.regret.sum().to_numpy()
     boundary = steps[steps.task_boundary]
     recalls = boundary[boundary.recall >= Recall.BANK]
+    ranked = boundary[boundary.retrieval_rank >= 0]
     final = steps.iloc[-1]
     return {
         "returning_visits": int(returning.sum()),
@@ -43,6 +44,8 @@ def summarise(steps: pd.DataFrame, matrix: np.ndarray, scenario: Scenario) -> di
         "forgetting": forgetting(matrix, phase_tasks),
         "bytes_per_task": float(final.bank_bytes / final.bank_size) if final.bank_size else float("nan"),
         "retrieval_precision": measures.retrieval_precision(recalls.recalled_task, recalls.task),
+        "relevant_recall": float(recalls.relevant_recall.mean()) if len(recalls) else float("nan"),
+        "own_entry_top1": float((ranked.retrieval_rank == 0).mean()) if len(ranked) else float("nan"),
         "first_visit_regret": float(phase_regret[~returning].mean()),
     }
 

@@ -9,7 +9,7 @@ finished cell to ``DIR/cells/`` at once (atomically), then the tables:
   matrices; both written when the run ends (a resumed run rebuilds them from ``cells/``).
 
 A killed run loses only the cells in flight; running the same command again skips the
-finished ones. PPO cells train a model (or reuse the one saved under ``DIR/models/`` for
+finished ones. Cells of learned agents train a model (or reuse the one saved under ``DIR/models/`` for
 the same scenario, overrides, seed and budget) and then evaluate it.
 """
 

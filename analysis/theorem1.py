@@ -124,7 +124,9 @@ def theorem1_fit(summary: pd.DataFrame) -> pd.DataFrame:
     frame, reference = theorem1_frame(summary)
     runs = _theorem1_runs(frame)
     points = _excess(runs, reference)
-    delta, source = _delta_switch(runs, [reference, *agents_with(frame, "memoryless")[:1]])
+    memoryless = agents_with(frame, "memoryless")
+    relearner = ["fresh"] if "fresh" in memoryless else memoryless[:1]  # fresh relearns from scratch by definition
+    delta, source = _delta_switch(runs, [reference, *relearner])
     rows = []
     order = {agent: i for i, agent in enumerate(agent_order(frame))}
     series = points.drop_duplicates("series").sort_values("series", key=lambda s: s.str.len(), kind="stable")

@@ -41,6 +41,10 @@ class LoRASlots:
         self.A[slot] = self._init_A(self.rank, generator)
         self.B[slot] = 0
 
+    def adapter(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The slot's weight change as the unformed pair ``(scale * B, A)``."""
+        return self.scale * self.B[slot], self.A[slot]
+
     def delta(self, slot: int) -> torch.Tensor:
         """The slot's weight change ``scale * B @ A`` (out, in)."""
         return self.scale * self.B[slot] @ self.A[slot]

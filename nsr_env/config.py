@@ -14,6 +14,10 @@ from nsr_env.memories import MEMORIES, RETENTION_POLICIES
 from nsr_env.protection import PROTECTIONS
 
 HEADS = ("task", "slot")
+KEYS = ("input", "pooled", "arrow")
+"""How a task is recognised: the mean adapted-layer input of its images; their mean frozen pooled
+feature above the layer; or ``"arrow"``, no data key at all: a memory entry is scored by how much
+of the probe's inputs its own top right-singular vectors capture (:func:`nsr_env.lowrank.arrow_score`)."""
 
 
 def _is_int(value: object) -> bool:

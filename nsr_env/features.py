@@ -2,9 +2,11 @@
 
 One entry per (backbone weights, transform, dataset, split, sample indices, selected images
 and labels), stored under ``<cache>/features/<backbone>/<key>.pt`` where ``key`` hashes all
-of these. Entries are written to a temporary file in the same folder and renamed into
-place, so a killed extraction leaves no file that a later run would load; a stale
-temporary file is ignored. An entry that cannot be read, or whose recorded description
+of these. A derived dataset (``fashion_mnist@rot30``) has its own name and images, so its
+entries never collide with its base's, and a change to how it is derived changes their keys.
+Entries are written to a temporary file in the same folder and renamed into place, so a
+killed extraction leaves no file that a later run would load; a stale temporary file is
+ignored. An entry that cannot be read, or whose recorded description
 differs from the request, is recomputed (with a warning) instead of trusted.
 """
 
@@ -167,20 +169,24 @@ def cached_features(
 
 @dataclass(frozen=True)
 class TaskFeatures:
-    """A task's cached training subset and held-out subset."""
+    """A task's cached training subset, held-out subset and probe subset (None when it has none)."""
 
     task: Task
     train: CachedFeatures
     held_out: CachedFeatures
+    probe: CachedFeatures | None = None
 
 
 def task_features(backbone: Backbone, tasks: list[Task], **kwargs) -> list[TaskFeatures]:
-    """Cached features of every task's two subsets (kwargs as in :func:`cached_features`)."""
+    """Cached features of every task's subsets (kwargs as in :func:`cached_features`)."""
     return [
         TaskFeatures(
             task,
             cached_features(backbone, task.dataset, "train", task.train_indices, **kwargs),
             cached_features(backbone, task.dataset, "test", task.eval_indices, **kwargs),
+            cached_features(backbone, task.dataset, "train", task.probe_indices, **kwargs)
+            if len(task.probe_indices)
+            else None,
         )
         for task in tasks
     ]

@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from nsr_env.adapters import LoRASlots
 from nsr_env.backbones.base import POOLS
-from nsr_env.config import LearnerConfig
+from nsr_env.config import KEYS, LearnerConfig
 from nsr_env.memories import make_memory
 from nsr_env.protection import make_protection
 from nsr_env.protection.base import PhaseStart
@@ -62,11 +62,24 @@ class TaskData:
     eval_inputs: torch.Tensor
     eval_base: torch.Tensor
     eval_labels: torch.Tensor
-    key: torch.Tensor  # (in,) mean adapted-layer input over the training samples and positions
+    probe_inputs: torch.Tensor  # (M, P, in): unlabelled images apart from training and held-out ones
+    probe_base: torch.Tensor  # (M, P, out)
+    key: torch.Tensor  # the embedding of the training data (see :func:`embed`): what a memory entry stores
+    family: str = ""  # tasks of one non-empty family are versions of each other (one class pair at other angles)
 
     def __post_init__(self) -> None:
         if len(self.train_labels) == 0 or len(self.eval_labels) == 0:
             raise ValueError(f"task {self.name} is empty: it needs training and held-out samples")
+
+
+def embed(inputs: torch.Tensor, base: torch.Tensor, kind: str, pool_kind: str) -> torch.Tensor:
+    """The key of some samples ``(N, P, in)`` / ``(N, P, out)`` for a ``kind`` in :data:`KEYS`: the mean
+    input, or the mean pooled frozen feature for ``"pooled"``."""
+    if kind not in KEYS:
+        raise ValueError(f"key={kind!r} is unknown; choose one of {list(KEYS)}")
+    if kind == "pooled":
+        return POOLS[pool_kind](base).mean(dim=0)
+    return inputs.mean(dim=(0, 1))
 
 
 @dataclass
@@ -101,6 +114,11 @@ class ContinualLearner:
         for slot in range(config.slots):
             self.slots.reset(slot, self.generator)
         self.memory = make_memory(config, key_dim=tasks[0].key.shape[0])
+        if self.memory.capacity != config.bank_capacity:
+            raise ValueError(
+                f"memory={config.memory!r} built {self.memory.capacity} positions for bank_capacity="
+                f"{config.bank_capacity}; its from_config must use bank_capacity"
+            )
         self.protection = make_protection(config)
         self.heads: dict[int, Head] = {}
         self.slot_users: list[set[int]] = [set() for _ in range(config.slots)]
@@ -218,6 +236,7 @@ class ContinualLearner:
         optimizer = torch.optim.Adam(parameters, lr=self.config.lr, fused=True)
         data = self.tasks[task]
         others = tuple(sorted(users - {task}))
+        A, B = self.slots.A[slot].clone(), self.slots.B[slot].clone()  # the slot as this phase starts
         self.protection.begin_phase(
             PhaseStart(
                 task=task,
@@ -225,9 +244,7 @@ class ContinualLearner:
                 parameters=parameters,
                 heads={other: self.heads[other] for other in others},
                 shared_head=self.config.heads == "slot",
-                features=lambda: self._features(
-                    data.train_inputs, data.train_base, self.slots.A[slot], self.slots.B[slot]
-                ),
+                features=lambda: self._features(data.train_inputs, data.train_base, A, B),
             )
         )
         self.phase = _Phase(task, slot, parameters, optimizer)
@@ -261,12 +278,14 @@ class ContinualLearner:
                 raise TrainingDivergedError(
                     f"task {data.name}: loss is {loss.item()} at optimizer step {step} of decision step "
                     f"{phase.steps} in slot {phase.slot}; nothing from this decision step was kept and the phase "
-                    f"was closed without writing to the memory. Check the task's data, or lower lr={config.lr}."
+                    f"was closed without writing to the memory. Check the task's data, or lower lr={config.lr} "
+                    f"(protect={config.protect!r})."
                 )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            self.protection.after_step(phase.parameters)
+            with torch.no_grad():
+                self.protection.after_step(phase.parameters)
         with torch.no_grad():
             self.slots.A[phase.slot] = A
             self.slots.B[phase.slot] = B
@@ -285,5 +304,5 @@ class ContinualLearner:
         if self.phase is None:
             raise RuntimeError("no phase to end: call begin_phase(task, slot, recall) first")
         phase, self.phase = self.phase, None
-        adapter = (self.slots.scale * self.slots.B[phase.slot], self.slots.A[phase.slot])  # delta, unformed
+        adapter = self.slots.adapter(phase.slot)
         return self.memory.write(phase.task, adapter, self.heads[phase.task], self.tasks[phase.task].key)

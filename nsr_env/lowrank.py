@@ -103,3 +103,19 @@ def compress(
         return t.to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
 
     return Factors(own(u[:, :keep]), own(s[:keep]), own(vh[:keep]))
+
+
+def arrow_score(factors: Factors, inputs: torch.Tensor) -> float:
+    """How much of ``inputs`` (``(n, in)``) an adapter's row space captures: the Arrow router's score.
+
+    Arrow (Ostapenko et al. 2024) routes an input to the LoRA expert whose top right-singular
+    vector it aligns with best. Here all kept components count, weighted by their share of the
+    adapter's energy: ``mean_x sqrt(sum_j w_j <v_j, x/|x|>^2)`` with ``w_j = s_j^2 / sum s^2``,
+    in [0, 1]; an adapter with no component scores 0.
+    """
+    if factors.rank == 0:
+        return 0.0
+    energy = factors.S.float() ** 2
+    weights = energy / energy.sum()
+    directions = torch.nn.functional.normalize(inputs.float(), dim=1) @ factors.Vh.float().T  # (n, k)
+    return float((directions**2 @ weights).sqrt().mean())

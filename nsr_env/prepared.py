@@ -21,12 +21,14 @@ from nsr_env.scenarios import FIELDS, TASK_SOURCES, Scenario, make_scenario
 
 CALIBRATION_FORMAT = 2
 CALIBRATION_EXEMPT = frozenset(
-    {"name", "description", "online", "cycles", "schedule", "phase_length", "tolerance", "slots", "bank_capacity",
-     "retention"}
+    {"name", "description", "online", "cycles", "schedule", "zipf_exponent", "phase_length", "tolerance", "slots",
+     "bank_capacity", "retention", "probe_size", "key"}
 )  # fmt: skip
-"""Scenario fields that cannot change a*: they shape the stream, how recovery is judged, or the
-memory's capacity, never one task trained alone in one fresh slot (calibration uses one slot and
-never writes the memory). Every other field, present or future, is part of the cache key."""
+"""Scenario fields that cannot change a*: they shape the stream, how recovery is judged, how a
+controller recognises a task, or the memory's capacity, never one task trained alone in one fresh
+slot (calibration uses one slot and never writes the memory). Every other field, present or
+future, is part of the cache key: deliberately conservative (the memory mechanism, for one, stays
+in it, since a mechanism may one day shape training)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,6 +94,12 @@ def prepare(
     if isinstance(scenario, str):
         scenario = make_scenario(scenario)
     tasks, pool_kind = TASK_SOURCES.get(scenario.source)(scenario, cache, data_root, progress)
+    smallest = min(len(task.probe_inputs) for task in tasks)
+    if scenario.probe_size > smallest:
+        raise ValueError(
+            f"scenario {scenario.name!r}: probe_size={scenario.probe_size} is larger than the smallest probe split "
+            f"({smallest} images); lower probe_size or raise probe_per_class"
+        )
     limit = min(tasks[0].train_inputs.shape[2], tasks[0].train_base.shape[2])
     if scenario.rank > limit:
         raise ValueError(

@@ -36,7 +36,7 @@ class PhaseParameters(NamedTuple):
 
 
 class Prediction(NamedTuple):
-    """How a task is predicted now: ``source`` ("slot", "memory" or "base"), a low-rank path and a head.
+    """How a task is predicted now: ``source`` ("slot", "bank" or "base"), a low-rank path and a head.
 
     The adapted layer computes ``W0 x + b0 + scale * B A x``; a "base" prediction has empty factors.
     """

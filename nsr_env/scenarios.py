@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from gymnasium.envs.registration import register, registry
 
-from nsr_env.config import LEARNER_FIELDS, LearnerConfig
+from nsr_env.config import KEYS, LEARNER_FIELDS, LearnerConfig
 from nsr_env.registry import Registry
 
 if TYPE_CHECKING:
     from nsr_env.prepared import ScenarioData
 
-SCHEDULES = ("cyclic", "sequential", "random")
+SCHEDULES = ("cyclic", "sequential", "random", "zipf")
 DEFAULT_BACKBONE = "efficientnet_lite0"  # nsr_env.backbones.DEFAULT_BACKBONE, named here without importing torch
 
 TASK_SOURCES = Registry("source")
@@ -38,6 +38,11 @@ TASK_SOURCES.register("split_fashion_mnist", "nsr_env.sources:split_fashion_mnis
 TASK_SOURCES.register("split_cifar100", "nsr_env.sources:split_cifar100_tasks")
 TASK_SOURCES.register("five_datasets", "nsr_env.sources:five_datasets_tasks")
 TASK_SOURCES.register("synthetic", "nsr_env.sources:synthetic_tasks")
+TASK_SOURCES.register("pairs", "nsr_env.sources:pairs_tasks")
+TASK_SOURCES.register("rotated", "nsr_env.sources:rotated_tasks")
+TASK_SOURCES.register("traps", "nsr_env.sources:traps_tasks")
+TASK_SOURCES.register("mixed", "nsr_env.sources:mixed_tasks")
+TASK_SOURCES.register("long", "nsr_env.sources:long_tasks")
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,10 @@ class Scenario:
     distill_temperature: float = 2.0
     svd_rank: int | None = None  # a fixed compression rank instead of svd_energy (then set svd_energy=None)
     eval_size: int | None = 200  # held-out samples evaluated per decision step; None: all
+    probe_per_class: int = 50  # the probe split: unlabelled images per class apart from training and held-out
+    probe_size: int = 0  # probe images drawn at each task boundary to key the incoming task; 0: the exact key
+    key: str = "input"  # the embedding: "input", "pooled" or "arrow" (see nsr_env.learner.KEYS)
+    zipf_exponent: float = 1.0  # the "zipf" schedule's popularity law, P(rank k) ~ k^-exponent
     tolerance: float = 0.03  # recovered = within this of the reference accuracy
     calibration_steps: int = 120  # decision steps of the one-slot run that defines a*
     data_seed: int = 0
@@ -95,6 +104,20 @@ class Scenario:
             raise ValueError(f"scenario {self.name!r}: data_seed={self.data_seed!r} must be an integer >= 0")
         if not 0 < self.tolerance < 1:
             raise ValueError(f"scenario {self.name!r}: tolerance={self.tolerance} must be in (0, 1)")
+        for name in ("probe_size", "probe_per_class"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"scenario {self.name!r}: {name}={value!r} must be an integer >= 0")
+        if self.key not in KEYS:
+            raise ValueError(f"scenario {self.name!r}: key={self.key!r} is unknown; choose one of {list(KEYS)}")
+        if self.key == "arrow" and self.probe_size == 0:
+            raise ValueError(
+                f"scenario {self.name!r}: key='arrow' scores memory entries by the probe's inputs; set probe_size >= 1"
+            )
+        if self.probe_size > 0 and self.probe_per_class == 0:
+            raise ValueError(f"scenario {self.name!r}: probe_size={self.probe_size} needs probe_per_class >= 1")
+        if not 0 < self.zipf_exponent < 10:
+            raise ValueError(f"scenario {self.name!r}: zipf_exponent={self.zipf_exponent} must be in (0, 10)")
 
     @property
     def num_phases(self) -> int:
@@ -106,17 +129,29 @@ class Scenario:
         return self.num_phases * self.phase_length
 
     def phase_tasks(self, rng: np.random.Generator | None = None) -> np.ndarray:
-        """The task of every phase. Only ``random`` uses ``rng``: after one pass in order, each
-        later phase draws a task uniformly among the others than the previous one."""
+        """The task of every phase. ``random`` and ``zipf`` use ``rng``: after one pass in order,
+        each later phase draws a task other than the previous one, uniformly (``random``) or by a
+        Zipf law over a popularity ranking drawn once per episode (``zipf``: P(rank k) ~ k^-s, s =
+        ``zipf_exponent``; a few tasks recur often, most seldom, as in the stochastic streams of
+        Hemati et al. 2023, "Class-incremental learning with repetition")."""
         M = self.tasks_per_cycle
         if self.schedule in ("cyclic", "sequential"):
             return np.tile(np.arange(M), self.cycles)
         if rng is None:
-            raise ValueError(f"scenario {self.name!r}: a random schedule needs rng= (a numpy Generator)")
+            raise ValueError(f"scenario {self.name!r}: a {self.schedule} schedule needs rng= (a numpy Generator)")
         tasks = list(range(M))
+        if self.schedule == "random":
+            for _ in range(M * (self.cycles - 1)):
+                draw = int(rng.integers(M - 1)) if M > 1 else 0
+                tasks.append(draw if draw < tasks[-1] or M == 1 else draw + 1)
+            return np.array(tasks)
+        popularity = np.empty(M)
+        popularity[rng.permutation(M)] = np.arange(1, M + 1, dtype=float) ** -self.zipf_exponent
         for _ in range(M * (self.cycles - 1)):
-            draw = int(rng.integers(M - 1)) if M > 1 else 0
-            tasks.append(draw if draw < tasks[-1] or M == 1 else draw + 1)
+            weights = popularity.copy()
+            if M > 1:
+                weights[tasks[-1]] = 0.0
+            tasks.append(int(rng.choice(M, p=weights / weights.sum())))
         return np.array(tasks)
 
     def learner_config(self) -> LearnerConfig:
@@ -149,6 +184,8 @@ def register_scenario(scenario: Scenario, env_id: str | None = None) -> Scenario
         raise ValueError(f"environment id {env_id!r} already belongs to scenario {ENV_IDS[env_id]!r}; pass env_id=")
     SCENARIOS[scenario.name] = scenario
     ENV_IDS[env_id] = scenario.name
+    if env_id in registry and registry[env_id].kwargs.get("scenario") != scenario.name:
+        raise ValueError(f"Gymnasium already has an environment {env_id!r} of another origin; pass env_id=")
     if env_id not in registry:
         register(id=env_id, entry_point="nsr_env.envs.nsr:NSREnv", kwargs={"scenario": scenario.name})
     return scenario
@@ -179,9 +216,85 @@ register_scenario(
     Scenario(
         "default",
         "split_fashion_mnist",
-        description="Split-FashionMNIST 5x2 (offline), cyclic, 2 slots for 5 tasks, EfficientNet-Lite0 at 64 px",
+        probe_size=32,
+        heads="slot",
+        description=(
+            "Split-FashionMNIST 5x2 (offline), cyclic, 2 slots for 5 tasks, EfficientNet-Lite0 at 64 px; "
+            "observed keys (32 probe images per visit), heads shared by a slot's tasks"
+        ),
     ),
     env_id="nsr_env/NSR-v0",
+)
+register_scenario(
+    Scenario(
+        "idealised",
+        "split_fashion_mnist",
+        description=(
+            "the paper's idealised setting: default with the exact key (the mean of the task's whole training "
+            "set, identical on every return) and a head per task outside the memory"
+        ),
+    )
+)
+LIBRARY = dict(train_per_class=200, eval_per_class=100, probe_size=32, heads="slot")
+register_scenario(
+    Scenario(
+        "pairs",
+        "pairs",
+        schedule="random",
+        tasks_per_cycle=10,
+        **LIBRARY,
+        description="10 of the 45 Fashion-MNIST class pairs (tasks sharing a class are related), random recurrence",
+    )
+)
+register_scenario(
+    Scenario(
+        "rotated",
+        "rotated",
+        schedule="random",
+        tasks_per_cycle=20,
+        cycles=3,
+        bank_capacity=16,
+        **LIBRARY,
+        description="5 class pairs at 0, 30, 60 and 90 degrees, random recurrence: neighbouring angles are related",
+    )
+)
+register_scenario(
+    Scenario(
+        "traps",
+        "traps",
+        tasks_per_cycle=10,
+        cycles=2,
+        bank_capacity=10,
+        **LIBRARY,
+        description="5 class pairs, then their twins (same images, labels swapped): input keys cannot tell them apart",
+    )
+)
+register_scenario(
+    Scenario(
+        "mixed",
+        "mixed",
+        tasks_per_cycle=8,
+        cycles=2,
+        **LIBRARY,
+        description="a heterogeneous offline stream: Fashion-MNIST, scikit-learn digits, rotated and inverted pairs",
+    )
+)
+register_scenario(
+    Scenario(
+        "long",
+        "long",
+        schedule="zipf",
+        tasks_per_cycle=240,
+        cycles=5,
+        phase_length=10,
+        bank_capacity=64,
+        train_per_class=100,
+        eval_per_class=50,
+        probe_per_class=25,
+        probe_size=32,
+        heads="slot",
+        description="240 rotated class pairs, 1,200 phases of Zipf recurrence, a memory of 64 entries",
+    )
 )
 register_scenario(
     Scenario(

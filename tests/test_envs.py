@@ -20,11 +20,30 @@ from nsr_env.scenarios import SCENARIOS
 
 OFFLINE_IDS = [env_id for env_id, scenario in ENV_IDS.items() if not SCENARIOS[scenario].online]
 FAST = {"cycles": 1}  # fewer steps per episode where a test runs whole episodes
+LIBRARY = {"pairs", "rotated", "traps", "mixed", "long"}
+SMALL_LIBRARY = {  # real images, small subsets: the full library is built by `nsr prepare --library`, not by tests
+    "train_per_class": 20, "eval_per_class": 10, "probe_per_class": 16, "tasks_per_cycle": 4, "phase_length": 5,
+    "bank_capacity": 4,
+}  # fmt: skip
+
+
+def small(env_id: str, **overrides) -> dict:
+    """Overrides that keep a test on ``env_id`` fast: library scenarios on small subsets of their tasks."""
+    return ({**SMALL_LIBRARY, "cycles": 2} if ENV_IDS[env_id] in LIBRARY else {}) | overrides
+
+
+def fast(env_id: str) -> dict:
+    """As :func:`small`, with one pass over the stream (fewer steps where a test runs whole episodes)."""
+    return small(env_id, cycles=1)
 
 
 def test_every_named_scenario_has_a_registered_id():
-    assert set(ENV_IDS.values()) == {"default", "synthetic", "split_cifar100", "five_datasets"}
-    assert ENV_IDS["nsr_env/NSR-v0"] == "default" and OFFLINE_IDS == ["nsr_env/NSR-v0", "nsr_env/NSR-Synthetic-v0"]
+    named = {"default", "idealised", "synthetic", "split_cifar100", "five_datasets", *LIBRARY}
+    assert set(ENV_IDS.values()) == named
+    assert ENV_IDS["nsr_env/NSR-v0"] == "default" and ENV_IDS["nsr_env/NSR-Idealised-v0"] == "idealised"
+    assert set(OFFLINE_IDS) == {
+        env_id for env_id, name in ENV_IDS.items() if name not in {"split_cifar100", "five_datasets"}
+    }
     assert all(env_id in gym.registry for env_id in ENV_IDS)
 
 
@@ -32,8 +51,8 @@ def test_every_named_scenario_has_a_registered_id():
 def test_gymnasium_and_sb3_checkers_pass_without_warnings(env_id):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        gymnasium_check_env(gym.make(env_id).unwrapped)
-        sb3_check_env(gym.make(env_id))
+        gymnasium_check_env(gym.make(env_id, **small(env_id)).unwrapped)
+        sb3_check_env(gym.make(env_id, **small(env_id)))
 
 
 def rollout(env, seed: int, steps: int | None = None):
@@ -61,14 +80,14 @@ def same_trace(a, b) -> bool:
 
 @pytest.mark.parametrize("env_id", OFFLINE_IDS)
 def test_same_seed_same_actions_same_episode_and_another_seed_differs(env_id):
-    first, second = (rollout(gym.make(env_id, **FAST), seed=5) for _ in range(2))
+    first, second = (rollout(gym.make(env_id, **fast(env_id)), seed=5) for _ in range(2))
     assert same_trace(first, second)
-    assert not same_trace(first, rollout(gym.make(env_id, **FAST), seed=6))
+    assert not same_trace(first, rollout(gym.make(env_id, **fast(env_id)), seed=6))
 
 
 @pytest.mark.parametrize("env_id", OFFLINE_IDS)
 def test_episode_shape_spaces_and_stable_info_dtypes(env_id):
-    env = gym.make(env_id, **FAST)
+    env = gym.make(env_id, **fast(env_id))
     trace = rollout(env, seed=0)
     scenario = env.unwrapped.scenario
     assert len(trace) == scenario.num_steps + 1
@@ -85,7 +104,7 @@ def test_episode_shape_spaces_and_stable_info_dtypes(env_id):
 
 @pytest.mark.parametrize("env_id", OFFLINE_IDS)
 def test_a_pickled_env_continues_identically(env_id):
-    env = gym.make(env_id, **FAST)
+    env = gym.make(env_id, **small(env_id))  # 7 + 15 steps: more than one pass over a small library stream
     rollout(env, seed=2, steps=7)
     clone = pickle.loads(pickle.dumps(env))
     env.action_space.seed(9)

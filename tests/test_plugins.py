@@ -193,6 +193,15 @@ def test_a_scenario_registered_at_run_time_gets_an_environment_id():
         env_id_of("tiny_run_time")
 
 
+def test_names_written_twice_agree():
+    from agents.base import CAPABILITIES
+    from analysis.results import CAPABILITY_COLUMNS
+    from nsr_env import backbones, scenarios
+
+    assert set(CAPABILITIES) == set(CAPABILITY_COLUMNS)
+    assert scenarios.DEFAULT_BACKBONE == backbones.DEFAULT_BACKBONE
+
+
 def test_every_learner_knob_is_a_scenario_field():
     assert set(LEARNER_FIELDS) <= set(FIELDS)
     scenario = make_scenario("synthetic", svd_energy=None, svd_rank=1, lora_alpha=8.0, eval_size=None)
@@ -207,7 +216,7 @@ def _another_value(field: dataclasses.Field, value):
     alternatives = {
         "source": "split_fashion_mnist", "schedule": "random", "backbone": "tiny_cnn", "retention": "fifo",
         "heads": "slot", "memory": "raw", "protect": "none", "svd_energy": 0.5,
-        "lora_alpha": 2.0, "eval_size": 50,
+        "lora_alpha": 2.0, "eval_size": 50, "key": "pooled",
     }  # fmt: skip
     if field.name in alternatives:
         return alternatives[field.name]

@@ -58,7 +58,7 @@ def test_a_class_subset_does_not_depend_on_how_classes_are_grouped():
 
 
 def test_none_takes_every_sample():
-    (task,) = class_split("fashion_mnist", [[7]], train_per_class=None, eval_per_class=None)
+    (task,) = class_split("fashion_mnist", [[7]], train_per_class=None, eval_per_class=None, probe_per_class=0)
     assert len(task.train_indices) == 6_000 and len(task.eval_indices) == 1_000
 
 
@@ -121,13 +121,15 @@ def synthetic_loader(monkeypatch):
 
 @pytest.mark.parametrize(("num_tasks", "per_task"), [(10, 10), (20, 5)])
 def test_split_cifar100_cuts_consecutive_classes(synthetic_loader, num_tasks, per_task):
-    tasks = split_cifar100(num_tasks, train_per_class=3, eval_per_class=2, seed=0)
+    tasks = split_cifar100(num_tasks, train_per_class=3, eval_per_class=2, probe_per_class=3, seed=0)
     labels = {split: tasks_module.load_dataset("cifar100", split).labels for split in ("train", "test")}
     assert [t.classes for t in tasks] == [tuple(range(i * per_task, (i + 1) * per_task)) for i in range(num_tasks)]
     for task in tasks:
         assert task.dataset == "cifar100"
         assert sorted(labels["train"][task.train_indices].tolist()) == sorted(task.classes * 3)
         assert sorted(labels["test"][task.eval_indices].tolist()) == sorted(task.classes * 2)
+        assert sorted(labels["train"][task.probe_indices].tolist()) == sorted(task.classes * 3)
+        assert not set(task.probe_indices) & set(task.train_indices)  # the rest of each class: 6 = 3 + 3
     everything = np.concatenate([t.train_indices for t in tasks])
     assert len(np.unique(everything)) == len(everything) == 100 * 3
 
@@ -138,10 +140,10 @@ def test_split_cifar100_rejects_an_uneven_cut(synthetic_loader):
 
 
 def test_dataset_tasks_make_one_ten_class_task_per_dataset(synthetic_loader):
-    tasks = dataset_tasks(train_per_class=2, eval_per_class=1, seed=0)
+    tasks = dataset_tasks(train_per_class=2, eval_per_class=1, probe_per_class=2, seed=0)
     assert [t.dataset for t in tasks] == list(FIVE_DATASETS)
     assert [t.index for t in tasks] == [0, 1, 2, 3, 4]
     assert all(t.classes == tuple(range(10)) for t in tasks)
-    assert all(len(t.train_indices) == 20 and len(t.eval_indices) == 10 for t in tasks)
+    assert all(len(t.train_indices) == 20 and len(t.eval_indices) == 10 and len(t.probe_indices) == 20 for t in tasks)
     assert {name for name, _ in synthetic_loader} == set(FIVE_DATASETS)
     assert tasks[2].name == "svhn[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"

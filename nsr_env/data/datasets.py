@@ -6,7 +6,9 @@ environment variable; for Fashion-MNIST then the Debian package location
 ``<cache>/data``; last a torchvision download into ``<cache>/data`` (needs internet).
 Downloads never go into ``root`` or ``NSR_DATA``: those may be shared or read-only.
 When nothing works, one :class:`DataNotFoundError` says where it looked, which files it
-expects under a root, and how to get them.
+expects under a root, and how to get them. ``digits`` ships inside scikit-learn (always
+offline); ``<name>@invert`` and ``<name>@rot<degrees>`` derive from ``<name>`` in memory
+(:mod:`nsr_env.data.variants`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nsr_env.data.idx import read_idx
+from nsr_env.data.variants import invert, load_digits_split, parse_variant, quarter_turns, rotate_bilinear
 from nsr_env.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -117,7 +120,7 @@ TORCHVISION_LAYOUTS = {
     "svhn": "<root>/{train,test}_32x32.mat",
 }
 """The files torchvision (or, for Fashion-MNIST, :func:`read_idx`) expects under a data root, for error messages."""
-DATASETS = (*_TORCHVISION, "notmnist")
+DATASETS = (*_TORCHVISION, "notmnist", "digits")
 NOTMNIST_FOLDERS = ("notMNIST_small", "notmnist")
 
 
@@ -211,23 +214,53 @@ def _download(name: str, split: str, looked: list[Path], download: bool, how_to:
 
 
 def load_dataset(name: str, split: str, root: str | Path | None = None, download: bool = True) -> ImageArray:
-    """Load ``name`` (one of :data:`DATASETS`) for ``split`` ("train" or "test").
+    """Load ``name`` (one of :data:`DATASETS`, or a derived ``<name>@invert`` / ``<name>@rot<degrees>``)
+    for ``split`` ("train" or "test").
 
-    Loaded splits are kept in memory (read-only arrays), so building many tasks from one
-    dataset reads its files once.
+    Loaded splits, derived ones included, are kept in memory (read-only arrays), so building
+    many tasks from one dataset reads its files, and derives its images, once.
     """
     _check_split(split)
-    if name not in DATASETS:
-        raise ValueError(f"dataset={name!r} is unknown; choose one of {list(DATASETS)}")
+    base, separator, variant = name.partition("@")
+    if base not in DATASETS:
+        raise ValueError(
+            f"dataset={name!r} is unknown; choose one of {list(DATASETS)}, or one of them followed by "
+            "@invert or @rot<degrees>"
+        )
+    if separator:
+        parse_variant(variant)
     return _load_cached(name, split, _explicit_root(root), download)
 
 
-@functools.lru_cache(maxsize=16)
+def _derive(name: str, split: str, root: Path | None, download: bool) -> ImageArray:
+    """``<base>@<variant>`` from the (cached) base split; a rotation beyond 90 degrees from the cached
+    rotation by its remainder modulo 90, turned exactly (see :func:`nsr_env.data.variants.rotate`)."""
+    base_name, _, variant = name.partition("@")
+    degrees = parse_variant(variant)
+    base = _load_cached(base_name, split, root, download)
+    if degrees is None:
+        images = invert(base.images)
+    else:
+        turns, rest = divmod(degrees, 90)
+        if turns == 0:
+            images = rotate_bilinear(base.images, rest)
+        else:
+            source = _load_cached(f"{base_name}@rot{rest}", split, root, download) if rest else base
+            images = quarter_turns(source.images, turns)
+    return ImageArray(name, split, images, base.labels, f"{base.source} ({variant})")
+
+
+@functools.lru_cache(maxsize=32)  # a whole task library: 12 rotations, inverted and digits, two splits each
 def _load_cached(name: str, split: str, root: Path | None, download: bool) -> ImageArray:
-    if name == "fashion_mnist":
+    if "@" in name:
+        data = _derive(name, split, root, download)
+    elif name == "fashion_mnist":
         data = load_fashion_mnist(split, root, download)
     elif name == "notmnist":
         data = load_notmnist(split, root)
+    elif name == "digits":
+        images, labels = load_digits_split(split)
+        data = ImageArray("digits", split, images, labels, "scikit-learn load_digits (bundled), seeded 80/20 split")
     else:
         data = _torchvision_dataset(name, split, root, download)
     data.images.flags.writeable = False

@@ -1,8 +1,9 @@
 """Task splits: one dataset cut into tasks by class groups, or several datasets as tasks.
 
-A :class:`Task` holds indices into its dataset's train split (training subset) and test
-split (held-out subset), drawn per class by a seeded generator, so the same seed gives
-the same subsets on every machine. Labels inside a task are local: the position of the
+A :class:`Task` holds indices into its dataset's train split (training subset and, disjoint
+from it, a probe subset: unlabelled images a controller may look at to recognise the task)
+and test split (held-out subset), drawn per class by a seeded generator, so the same seed
+gives the same subsets on every machine. Labels inside a task are local: the position of the
 original class in ``Task.classes`` (task-incremental learning, one head per task).
 """
 
@@ -16,9 +17,10 @@ import numpy as np
 
 from nsr_env.data.datasets import load_dataset
 
-# The default scenario's subsets: 500 training and 200 held-out images per class.
+# The default scenario's subsets: 500 training, 200 held-out and 50 probe images per class.
 DEFAULT_TRAIN_PER_CLASS = 500
 DEFAULT_EVAL_PER_CLASS = 200
+DEFAULT_PROBE_PER_CLASS = 50
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,6 +33,7 @@ class Task:
     classes: tuple[int, ...]
     train_indices: np.ndarray
     eval_indices: np.ndarray
+    probe_indices: np.ndarray  # train split, disjoint from train_indices
 
     @property
     def num_classes(self) -> int:
@@ -59,6 +62,22 @@ def _subset(labels: np.ndarray, classes: Sequence[int], count: int | None, seed:
     return np.concatenate([_per_class_subset(labels, c, count, seed, salt) for c in classes])
 
 
+def _probe_subset(labels: np.ndarray, classes: Sequence[int], train: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` samples per class from the train split, none of them in the training subset ``train``."""
+    rest = np.ones(len(labels), dtype=bool)
+    rest[train] = False
+    parts = []
+    for cls in classes:
+        pool = np.flatnonzero((labels == cls) & rest)
+        if count > len(pool):
+            raise ValueError(
+                f"probe_per_class={count}: class {cls} has only {len(pool)} training-split samples outside the "
+                "training subset; lower probe_per_class or train_per_class"
+            )
+        parts.append(np.sort(np.random.default_rng([seed, 2, cls]).choice(pool, size=count, replace=False)))
+    return np.concatenate(parts)
+
+
 def class_split(
     dataset: str,
     class_groups: Sequence[Sequence[int]],
@@ -67,11 +86,13 @@ def class_split(
     seed: int = 0,
     root: str | Path | None = None,
     first_index: int = 0,
+    probe_per_class: int = DEFAULT_PROBE_PER_CLASS,
 ) -> list[Task]:
     """Cut ``dataset`` into one task per class group.
 
     ``train_per_class`` / ``eval_per_class`` samples per class are drawn from the train /
-    test split (``None``: all of them). Groups must be non-empty and disjoint.
+    test split (``None``: all of them), ``probe_per_class`` from the train split outside the
+    training subset. Groups must be non-empty and disjoint.
     """
     seen: set[int] = set()
     for group in class_groups:
@@ -83,6 +104,8 @@ def class_split(
     for argument, value in (("train_per_class", train_per_class), ("eval_per_class", eval_per_class)):
         if value is not None and value < 1:
             raise ValueError(f"{argument}={value} must be at least 1 (or None for all samples)")
+    if probe_per_class < 0:
+        raise ValueError(f"probe_per_class={probe_per_class} must be >= 0")
     train = load_dataset(dataset, "train", root)
     test = load_dataset(dataset, "test", root)
     unknown = sorted(seen - set(np.unique(train.labels).tolist()))
@@ -91,14 +114,16 @@ def class_split(
     tasks = []
     for offset, group in enumerate(class_groups):
         classes = tuple(int(c) for c in group)
+        train_indices = _subset(train.labels, classes, train_per_class, seed, salt=0)
         tasks.append(
             Task(
                 index=first_index + offset,
                 name=f"{dataset}{list(classes)}",
                 dataset=dataset,
                 classes=classes,
-                train_indices=_subset(train.labels, classes, train_per_class, seed, salt=0),
+                train_indices=train_indices,
                 eval_indices=_subset(test.labels, classes, eval_per_class, seed, salt=1),
+                probe_indices=_probe_subset(train.labels, classes, train_indices, probe_per_class, seed),
             )
         )
     return tasks

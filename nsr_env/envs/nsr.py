@@ -2,16 +2,26 @@
 
 At the first step of every phase (a task boundary) the controller's action
 ``[slot, recall]`` places the phase's task: ``recall`` 0 starts the slot fresh, 1 keeps
-it as it is (sharing it with its earlier users, under distillation), 2 + i recalls bank
+it as it is (sharing it with its earlier users, under the protection rule), 2 + i recalls bank
 position i. Inside a phase the task keeps training where it is; the only valid action
 there is "continue" (its own slot, keep). At the last step of a phase the slot is
 compressed into the bank, so the observation and the mask always describe the bank as the
 next action will find it.
 
+The incoming task is recognised the way a deployed system could: with ``probe_size`` > 0,
+at every task boundary ``probe_size`` unlabelled images of it are drawn afresh from its
+probe split (disjoint from its training and held-out images) with the environment's seeded
+generator, and every similarity the controller sees is computed from them (``key``: their
+mean adapted-layer input, their mean pooled feature, or ``"arrow"``, how much of them each
+stored adapter's own row space captures). ``probe_size=0`` is the paper's idealised exact
+key: the mean of the task's whole training set, identical on every return.
+
 Observation and action mask describe the decision to come; ``info`` describes the step
 just taken (accuracy, regret, recovery) plus ``hidden_task_id``, the task the next action
 applies to, which only an oracle may read (``trained_task_id`` and ``recalled_task_id``,
-the hidden tasks of the step just taken and of the entry it recalled, are for analysis).
+the hidden tasks of the step just taken and of the entry it recalled, ``retrieval_rank``,
+the rank of the task's own entry by the similarity the controller saw, and
+``relevant_recall``, whether the recalled entry was its own or of its family, are for analysis).
 Masked actions are replaced by the valid action closest in meaning (mid-phase: continue;
 at a boundary, an empty bank position: fresh) and flagged in ``info["action_coerced"]``,
 so that random actions, as the Gymnasium and SB3 checkers send, are legal;
@@ -20,6 +30,7 @@ so that random actions, as the Gymnasium and SB3 checkers send, are legal;
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import ClassVar
@@ -30,10 +41,11 @@ import torch
 from gymnasium import spaces
 
 from nsr_env import measures
-from nsr_env.learner import FRESH, KEEP
+from nsr_env.learner import FRESH, KEEP, embed
+from nsr_env.lowrank import arrow_score, compress
 from nsr_env.prepared import ScenarioData, prepare
 from nsr_env.recall import Recall
-from nsr_env.scenarios import make_scenario
+from nsr_env.scenarios import Scenario, make_scenario
 
 
 @functools.lru_cache(maxsize=8)
@@ -43,13 +55,14 @@ def _prepared(scenario, cache: str | None, data_root: str | None) -> ScenarioDat
 
 
 class NSREnv(gym.Env):
-    """Continual learning with LoRA slots and a TaskKnowledgeBank; see the module docstring."""
+    """Continual learning with LoRA slots and a memory (the SVD TaskKnowledgeBank by default); see the module
+    docstring."""
 
     metadata: ClassVar[dict] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
-        scenario: str = "default",
+        scenario: str | Scenario = "default",
         render_mode: str | None = None,
         strict: bool = False,
         cache: str | Path | None = None,
@@ -58,16 +71,20 @@ class NSREnv(gym.Env):
     ) -> None:
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode={render_mode!r} is not supported; use None, 'ansi' or 'rgb_array'")
-        self.scenario = make_scenario(scenario, **overrides)
+        if isinstance(scenario, Scenario):
+            self.scenario = dataclasses.replace(scenario, **overrides)
+        else:
+            self.scenario = make_scenario(scenario, **overrides)
         self.data = _prepared(
             self.scenario, None if cache is None else str(cache), None if data_root is None else str(data_root)
         )
         self.render_mode = render_mode
         self.strict = strict
+        self.cache = cache
         S, K = self.scenario.slots, self.scenario.bank_capacity
         self.action_space = spaces.MultiDiscrete([S, Recall.BANK + K])
         sizes = {
-            "bank_similarity": K,  # cosine similarity of the current task's key to each entry; -1 where empty
+            "bank_similarity": K,  # similarity of the incoming task's observed key to each entry; -1 where empty
             "bank_occupied": K,
             "slot_similarity": S,  # ... to the key of each slot's latest task; -1 for an unused slot
             "slot_used": S,
@@ -102,6 +119,7 @@ class NSREnv(gym.Env):
         self.accuracy = 0.0
         self.current_slot: int | None = None
         self._static = None
+        self._observe_visit()
         return self._observation(), self._info(accuracy=0.0, regret=0.0, boundary=False, slot=-1, recall=-1)
 
     @property
@@ -123,8 +141,9 @@ class NSREnv(gym.Env):
             raise RuntimeError("the episode is over (terminated): call reset() to start a new one")
         slot, recall, coerced = self._checked(action)
         task, boundary, L = self.current_task, self.at_boundary, self.scenario.phase_length
-        recalled_task = -1
+        recalled_task, rank = -1, -1
         if boundary:
+            rank = self.visit_rank
             position = Recall.position(recall)
             choice = FRESH if recall == Recall.FRESH else KEEP if recall == Recall.KEEP else position
             if position is not None:
@@ -143,15 +162,45 @@ class NSREnv(gym.Env):
             self.recovery = steps_into_phase
         self.best_accuracy[task] = max(self.best_accuracy.get(task, 0.0), self.accuracy)
         self.step_index += 1
+        terminated = self.step_index == self.scenario.num_steps
         if steps_into_phase == L:
             self.learner.end_phase()
             self.current_slot = None
+            if not terminated:
+                self._observe_visit()
         if boundary or steps_into_phase == L:
             self._static = None
         regret = float(measures.step_regret(self.accuracy, self.data.reference[task]))
-        terminated = self.step_index == self.scenario.num_steps
-        info = self._info(self.accuracy, regret, boundary, slot, recall, coerced, task, recalled_task)
+        info = self._info(self.accuracy, regret, boundary, slot, recall, coerced, task, recalled_task, rank)
         return self._observation(), -regret, terminated, False, info
+
+    def _observe_visit(self) -> None:
+        """Key the incoming task as a controller can: from ``probe_size`` images of its probe split, drawn
+        afresh for this visit (or its exact training key when ``probe_size`` is 0), and score every memory
+        entry against it. Also the hidden rank of the task's own entry among them, for analysis."""
+        scenario, learner = self.scenario, self.learner
+        task = learner.tasks[self.current_task]
+        if scenario.probe_size == 0:
+            self.visit_inputs, self.visit_key = None, task.key
+        else:
+            chosen = torch.from_numpy(self.np_random.choice(len(task.probe_inputs), scenario.probe_size, replace=False))
+            inputs, base = task.probe_inputs[chosen], task.probe_base[chosen]
+            self.visit_inputs = inputs.reshape(-1, inputs.shape[-1])
+            self.visit_key = embed(inputs, base, scenario.key, self.data.pool_kind)
+        if scenario.key == "arrow":
+            self.visit_similarity = learner.memory.route_scores(self.visit_inputs)
+        else:
+            self.visit_similarity = learner.memory.similarities(self.visit_key)
+        own = learner.memory.position_of(self.current_task)
+        self.visit_rank = -1 if own is None else int((self.visit_similarity > self.visit_similarity[own]).sum())
+
+    def _relevant(self, task: int, recalled: int) -> int:
+        """1 when the recalled entry is the task's own or of its family (e.g. the same pair at another angle),
+        0 for any other entry, -1 when nothing was recalled."""
+        if recalled < 0:
+            return -1
+        family = self.learner.tasks[task].family
+        return int(recalled == task or (family != "" and self.learner.tasks[recalled].family == family))
 
     # --- validity --------------------------------------------------------------------------
 
@@ -215,15 +264,18 @@ class NSREnv(gym.Env):
     def _static_observation(self) -> np.ndarray:
         scenario, learner, layout = self.scenario, self.learner, self.observation_layout
         observation = np.zeros(self.observation_space.shape, dtype=np.float32)
-        key = learner.tasks[self.current_task].key
         occupied = learner.memory.occupied
-        similarities = learner.memory.similarities(key).clamp(-1, 1).masked_fill(~occupied, -1.0)
+        similarities = self.visit_similarity.clamp(-1, 1).masked_fill(~occupied, -1.0)
         observation[layout["bank_similarity"]] = similarities.numpy()
         observation[layout["bank_occupied"]] = occupied.numpy()
         used = self.slot_latest_task >= 0
-        slot_keys = torch.stack([learner.tasks[max(t, 0)].key for t in self.slot_latest_task])
-        slot_similarity = torch.nn.functional.cosine_similarity(slot_keys, key[None, :], dim=1).clamp(-1, 1).numpy()
-        observation[layout["slot_similarity"]] = np.where(used, slot_similarity, -1.0)
+        if scenario.key == "arrow":
+            slot_similarity = np.array([arrow_score(compress(learner.slots.adapter(s), rank=learner.slots.rank),
+                                                    self.visit_inputs) for s in range(scenario.slots)])  # fmt: skip
+        else:
+            slot_keys = torch.stack([learner.tasks[max(t, 0)].key for t in self.slot_latest_task])
+            slot_similarity = torch.nn.functional.cosine_similarity(slot_keys, self.visit_key[None, :], dim=1).numpy()
+        observation[layout["slot_similarity"]] = np.where(used, np.clip(slot_similarity, -1, 1), -1.0)
         observation[layout["slot_used"]] = used
         if self.current_slot is not None:
             observation[layout["slot_current"]][self.current_slot] = 1.0
@@ -231,7 +283,9 @@ class NSREnv(gym.Env):
         observation[layout["bank_fill"]] = len(learner.memory) / scenario.bank_capacity
         return observation
 
-    def _info(self, accuracy, regret, boundary, slot, recall, coerced=False, trained_task=-1, recalled_task=-1) -> dict:
+    def _info(
+        self, accuracy, regret, boundary, slot, recall, coerced=False, trained_task=-1, recalled_task=-1, rank=-1
+    ) -> dict:
         memory = self.learner.memory
         return {
             "accuracy": float(accuracy),
@@ -246,6 +300,8 @@ class NSREnv(gym.Env):
             "bank_bytes": int(memory.nbytes),
             "trained_task_id": int(trained_task),
             "recalled_task_id": int(recalled_task),  # hidden: whose entry this step recalled (analysis only)
+            "retrieval_rank": int(rank),  # hidden: rank of the task's own entry by the similarity seen; -1: none
+            "relevant_recall": self._relevant(trained_task, recalled_task) if trained_task >= 0 else -1,
             "hidden_task_id": self.current_task,
             "action_mask": self.action_masks(),
         }

@@ -81,6 +81,13 @@ class Memory(ABC):
     def load(cls, path: str | Path) -> Memory:
         """Read a memory written by :meth:`save`; a damaged file raises an error naming it."""
 
+    def route_scores(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Per position, how well the stored adapter itself fits ``inputs`` ``(n, in)`` (``key="arrow"``);
+        -inf where empty. Only memories that keep per-entry factors can answer."""
+        raise ValueError(
+            f"memory={self.name!r} cannot score entries by their own factors; use key='input' or key='pooled'"
+        )
+
     def describe(self, position: int) -> str:
         """One line about ``position`` for the text rendering."""
         task = self.task_at(position)

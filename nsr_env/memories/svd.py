@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from nsr_env.atomic import atomic_write
-from nsr_env.lowrank import Factors, LowRank, compress
+from nsr_env.lowrank import Factors, LowRank, arrow_score, compress
 from nsr_env.memories.base import Memory
 from nsr_env.memories.retention import RETENTION_POLICIES
 from nsr_env.records import Head, Stored
@@ -203,8 +203,16 @@ class TaskKnowledgeBank(Memory):
         return Stored(entry.factors, Head(entry.head_weight, entry.head_bias))
 
     def peek(self, position: int) -> Stored:
-        entry = self.entries[position]
+        entry = self.entries[position] if 0 <= position < self.capacity else None
+        if entry is None:
+            raise ValueError(f"bank position {position} is empty; occupied positions: {self.positions()}")
         return Stored(entry.factors, Head(entry.head_weight, entry.head_bias))
+
+    def route_scores(self, inputs: torch.Tensor) -> torch.Tensor:
+        scores = torch.full((self.capacity,), float("-inf"))
+        for position in self.positions():
+            scores[position] = arrow_score(self.entries[position].factors, inputs)
+        return scores
 
     def position_of(self, task: int) -> int | None:
         return self._task_positions.get(task)
@@ -239,7 +247,7 @@ class TaskKnowledgeBank(Memory):
             }
             for e in self.entries
         ]  # fmt: skip
-        return {"config": config, "clock": self.clock, "entries": entries}
+        return {"config": config, "clock": self.clock, "entries": entries, "task_positions": self._task_positions}
 
     def save(self, path: str | Path) -> None:
         """Write the bank to one file, atomically: a header line, a SHA-256, the payload."""
@@ -297,4 +305,6 @@ class TaskKnowledgeBank(Memory):
             latest = bank.position_of(item["task_label"])
             if latest is None or bank.entries[latest].created < item["created"]:
                 bank._task_positions[item["task_label"]] = position
+        if "task_positions" in state:  # the index as saved (files written before it was saved: by creation time)
+            bank._task_positions = {int(task): int(position) for task, position in state["task_positions"].items()}
         return bank
