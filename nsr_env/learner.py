@@ -12,13 +12,16 @@ Who is evaluated through what (task ids are known here, never shown to controlle
   tasks that used it (the slot is shared: distillation keeps their outputs close to a
   snapshot taken when the sharing began, or whatever the protection rule does);
 - a task that uses no slot: its own memory entry if it still has one, else the frozen base
-  layer W0 with its last head.
+  layer W0 with its last head (``heads="task"``) or at chance (``heads="slot"``).
 
-Heads are per task by default (``heads="task"``, task-incremental: only the adapter is
-shared by a slot's users). With ``heads="slot"`` the tasks that share a slot after
-``"keep"`` share one head too, so naive fine-tuning overwrites what they learned (the
-classic source of forgetting) unless distillation holds it. The shared head is the one of
-the slot's current users; a task that keeps a slot nobody uses any more brings its own.
+Heads are per task with ``heads="task"`` (task-incremental: only the adapter is shared by a
+slot's users; a task's head stays with it wherever it goes, a memory outside the memory
+unit: the paper's idealised setting). With ``heads="slot"`` the head is part of the memory
+unit: each slot holds one head, shared by the tasks that share the slot after ``"keep"``
+(so naive fine-tuning overwrites what they learned, the classic source of forgetting,
+unless the protection rule holds it) and kept by the slot when its users leave; a memory
+entry stores the head with the adapter; a task with neither a slot nor an entry has nothing
+left of what it learned, and is predicted at chance.
 
 Bank entries hold one task each. The phase end refreshes the task's own entry if it still
 has one, otherwise reserves a new entry: another task's training never rewrites an entry,
@@ -120,15 +123,21 @@ class ContinualLearner:
                 f"{config.bank_capacity}; its from_config must use bank_capacity"
             )
         self.protection = make_protection(config)
-        self.heads: dict[int, Head] = {}
+        self.heads: dict[int, Head] = {}  # each task's latest head (with heads="slot": its slot's, when it has one)
+        self.slot_heads: list[Head | None] = [None] * config.slots  # with heads="slot": the head each slot holds
         self.slot_users: list[set[int]] = [set() for _ in range(config.slots)]
         self.phase: _Phase | None = None
+        self._accuracies: dict[int, tuple[tuple, Evaluation]] = {}  # slotless tasks: (what it depended on, result)
         self._eval_sets = [self._eval_set(task) for task in tasks]
 
     def _eval_set(self, task: TaskData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A fixed held-out subset, copied once into contiguous tensors (evaluation runs every step)."""
+        """A fixed held-out subset, copied once into contiguous tensors (evaluation runs every step); the
+        task's own tensors when the subset is all of them (no copy: hundreds of tasks stay in memory once)."""
         n = len(task.eval_labels)
         size = n if self.config.eval_size is None else min(self.config.eval_size, n)
+        tensors = (task.eval_inputs, task.eval_base, task.eval_labels)
+        if size == n and all(tensor.is_contiguous() for tensor in tensors):
+            return tensors
         subset = torch.randperm(n, generator=torch.Generator().manual_seed(n))[:size].sort().values
         return task.eval_inputs[subset].contiguous(), task.eval_base[subset].contiguous(), task.eval_labels[subset]
 
@@ -171,19 +180,43 @@ class ContinualLearner:
             f, head = self.memory.peek(position)
             # delta = U S Vh: as a rank-k "LoRA" with A = Vh, B = U S / scale
             return Prediction("bank", f.Vh.float(), f.U.float() * f.S.float() / self.slots.scale, *head)
-        weight, bias = self.heads.get(task) or self._untrained_head(task)
+        kept = self.heads.get(task) if self.config.heads == "task" else None
+        weight, bias = kept or self._untrained_head(task)
         empty = torch.zeros(0, self.slots.A.shape[2]), torch.zeros(self.slots.B.shape[1], 0)
         return Prediction("base", *empty, weight, bias)
 
     def evaluate(self, task: int) -> Evaluation:
-        """Held-out accuracy of ``task`` and the source of its prediction ("slot", "bank", "base")."""
+        """Held-out accuracy of ``task`` and the source of its prediction ("slot", "bank", "base").
+
+        A task without a slot is predicted from stored objects that never change in place (a
+        memory entry's factors and head, or a head), so its accuracy is kept until they are
+        replaced: the accuracy matrix of a long stream then costs a few evaluations per phase,
+        not one per task.
+        """
         task = self._index(task, "task", len(self.tasks))
+        if self.slot_of(task) is None:
+            depends_on = self._stored_prediction(task)
+            stored, evaluation = self._accuracies.get(task, ((None,), None))
+            if len(stored) == len(depends_on) and all(a is b for a, b in zip(stored, depends_on, strict=True)):
+                return evaluation
         inputs, base, labels = self._eval_sets[task]
         source, A, B, weight, bias = self.predictor(task)
         with torch.no_grad():
             logits = torch.addmm(bias, self._features(inputs, base, A, B), weight.T)
             accuracy = (logits.argmax(1) == labels).float().mean().item()
-        return Evaluation(accuracy, source)
+        evaluation = Evaluation(accuracy, source)
+        if source != "slot":
+            self._accuracies[task] = (depends_on, evaluation)
+        return evaluation
+
+    def _stored_prediction(self, task: int) -> tuple:
+        """The objects a slotless task's prediction is made from (see :meth:`predictor`)."""
+        position = self.entry_of(task)
+        if position is not None:
+            stored = self.memory.peek(position)
+            return stored.factors, *stored.head
+        head = self.heads.get(task) if self.config.heads == "task" else None
+        return () if head is None else tuple(head)
 
     def evaluate_all(self) -> np.ndarray:
         """Held-out accuracy of every task, as the learner would predict it now: a row of the accuracy matrix."""
@@ -216,11 +249,8 @@ class ContinualLearner:
             self.slots.reset(slot, self.generator)
             head, users = self._new_head(task), {task}
         elif recall == KEEP:
-            sharers = self.slot_users[slot] - {task}
-            if self.config.heads == "slot" and sharers:
-                head = self.heads[min(sharers)]
-            else:
-                head = self.heads.get(task) or self._new_head(task)
+            kept = self.slot_heads[slot] if self.config.heads == "slot" else self.heads.get(task)
+            head = kept or self._new_head(task)
             users = self.slot_users[slot] | {task}
         else:
             factors, stored = self.memory.read(recall)
@@ -229,6 +259,8 @@ class ContinualLearner:
             head = Head(stored.weight.float(), stored.bias.float()) if same_shape else self._new_head(task)
             users = {task}
         self.heads[task] = Head(head.weight.clone(), head.bias.clone())
+        if self.config.heads == "slot":
+            self.slot_heads[slot] = self.heads[task]
         self.slot_users[slot] = users
         parameters = PhaseParameters(
             *(t.clone().requires_grad_() for t in (self.slots.A[slot], self.slots.B[slot], *head))
@@ -292,6 +324,8 @@ class ContinualLearner:
         head = Head(weight.detach().clone(), bias.detach().clone())
         for user in self.slot_users[phase.slot] if self.config.heads == "slot" else (phase.task,):
             self.heads[user] = head
+        if self.config.heads == "slot":
+            self.slot_heads[phase.slot] = head
         phase.steps += 1
         return StepResult(self.evaluate(phase.task).accuracy, loss.item())
 

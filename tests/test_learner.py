@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -162,6 +163,27 @@ def test_shared_heads_make_keep_forget_and_distillation_hold_it(default_data):
     assert held[1.0] > held[0.0] + 0.05
 
 
+@pytest.mark.parametrize("heads", ["task", "slot"])
+def test_kept_accuracies_of_slotless_tasks_equal_fresh_evaluations(default_data, heads):
+    """evaluate() keeps a slotless task's accuracy until its entry or head is replaced: through refreshes,
+    keeps and evictions (K = 3 < 4 tasks), every row equals one computed with nothing kept. Real tasks, whose
+    accuracies still move after a few steps (SYNTHETIC ones saturate and would hide a stale value)."""
+    config = dataclasses.replace(default_data.scenario.learner_config(), heads=heads, bank_capacity=3)
+    learner = ContinualLearner(default_data.tasks, default_data.pool_kind, config, seed=0)
+    plan = [(0, 0, FRESH), (1, 1, FRESH), (2, 0, FRESH), (0, 1, KEEP), (3, 1, FRESH), (1, 0, KEEP), (0, 1, FRESH)]
+    kept = 0
+    for task, slot, recall in plan:  # task 0: slotless after phase 3, trained again in 4, slotless again after 5
+        learner.begin_phase(task, slot, recall)
+        for _ in range(4):
+            learner.decision_step()
+        learner.end_phase()
+        kept += len(learner._accuracies)
+        unkept = copy.deepcopy(learner)
+        unkept._accuracies.clear()
+        assert learner.evaluate_all().tolist() == unkept.evaluate_all().tolist()
+    assert kept > 0
+
+
 def test_per_task_heads_stay_apart_under_keep(synthetic):
     learner = learner_for(synthetic, distill_weight=0.0)
     run_stream(learner, [(0, 0, FRESH)], steps=5)
@@ -169,6 +191,24 @@ def test_per_task_heads_stay_apart_under_keep(synthetic):
     run_stream(learner, [(1, 0, KEEP)], steps=5)
     assert learner.slot_of(0) == learner.slot_of(1) == 0
     assert all(torch.equal(a, b) for a, b in zip(learner.heads[0], head_of_0, strict=True))
+
+
+def test_shared_heads_live_in_the_memory_unit_and_nowhere_else(synthetic):
+    """heads="slot": a task with neither a slot nor a memory entry is at chance, and a slot that its users
+    left keeps its head for whoever keeps it next."""
+    for heads, evicted_source_accuracy in (("task", lambda a: a > 0.6), ("slot", lambda a: a == pytest.approx(0.5))):
+        learner = learner_for(synthetic, heads=heads, bank_capacity=1, slots=1)
+        run_stream(learner, [(0, 0, FRESH)], steps=20)
+        assert learner.evaluate(0).accuracy > 0.6
+        run_stream(learner, [(1, 0, FRESH)], steps=20)  # task 0 loses its slot, then its entry to task 1's
+        accuracy, source = learner.evaluate(0)
+        assert learner.entry_of(0) is None and source == "base" and evicted_source_accuracy(accuracy), (heads, accuracy)
+    learner = learner_for(synthetic, heads="slot", slots=2)
+    run_stream(learner, [(0, 0, FRESH), (0, 1, FRESH)], steps=5)  # task 0 leaves slot 0 for slot 1
+    slot_head = learner.slot_heads[0]
+    assert learner.slot_users[0] == set() and slot_head is not None
+    learner.begin_phase(2, 0, KEEP)
+    assert all(torch.equal(a, b) for a, b in zip(learner.heads[2], slot_head, strict=True))
 
 
 def test_shared_heads_need_tasks_with_one_number_of_classes(synthetic):

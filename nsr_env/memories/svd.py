@@ -13,6 +13,7 @@ up to date, so no Python loop runs over the entries.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import pickle
@@ -57,7 +58,7 @@ class BankEntry:
     last_use: int
     visits: int = 1
 
-    @property
+    @functools.cached_property  # an entry's tensors never change after it is made; the env reads this every step
     def nbytes(self) -> int:
         tensors = (self.head_weight, self.head_bias, self.key)
         return self.factors.nbytes + sum(t.numel() * t.element_size() for t in tensors)
