@@ -6,13 +6,12 @@ import dataclasses
 import functools
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 
 from agents.base import Agent, action, register_agent
 from agents.oracle import OracleAgent
-from nsr_env.atomic import atomic_write
+from nsr_env.atomic import atomic_write, exclusive
 from nsr_env.paths import cache_dir
 from nsr_env.scenarios import Scenario
 
@@ -98,16 +97,32 @@ def calibrated_threshold(scenario: Scenario, cache: str | None = None) -> float:
     task's own are recorded; :func:`best_threshold` picks the threshold. It is cached on disk under
     ``<cache>/calibration/`` by every field of the calibration stream (its name and description aside).
     """
-    from nsr_env.envs.nsr import NSREnv  # torch: needed only when a threshold is calibrated
-
     calibration = calibration_scenario(scenario)
     fields = {k: v for k, v in dataclasses.asdict(calibration).items() if k not in ("name", "description")}
     digest = hashlib.sha256(json.dumps([THRESHOLD_FORMAT, fields], sort_keys=True, default=str).encode())
     path = cache_dir(cache) / "calibration" / f"threshold-{digest.hexdigest()[:20]}.json"
-    try:
-        return float(json.loads(path.read_text())["threshold"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+
+    def stored() -> float | None:
+        try:
+            return float(json.loads(path.read_text())["threshold"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    if (threshold := stored()) is not None:
+        return threshold
+    with exclusive(path):  # another process may be calibrating the same stream: wait for it, then read
+        if (threshold := stored()) is not None:
+            return threshold
+        record = {"scenario": scenario.name, **_calibrate_threshold(calibration, cache)}
+        threshold = record["threshold"]
+        atomic_write(path, lambda temporary: temporary.write_text(json.dumps(record)))
+    return threshold
+
+
+def _calibrate_threshold(calibration: Scenario, cache: str | None) -> dict:
+    """:func:`best_threshold` over the boundaries of :data:`CALIBRATION_EPISODES` oracle episodes of
+    ``calibration``, with how many boundaries it saw and at how many the top entry was the task's own."""
+    from nsr_env.envs.nsr import NSREnv  # torch: needed only when a threshold is calibrated
 
     env = NSREnv(calibration, cache=cache)
     oracle = OracleAgent(env)
@@ -123,6 +138,4 @@ def calibrated_threshold(scenario: Scenario, cache: str | None = None) -> float:
             observation, _, done, _, info = env.step(oracle.act(observation, info))
     env.close()
     threshold = best_threshold(np.array(top), np.array(correct, dtype=bool))
-    record = {"scenario": scenario.name, "threshold": threshold, "recalls": len(top), "correct": int(sum(correct))}
-    atomic_write(Path(path), lambda temporary: temporary.write_text(json.dumps(record)))
-    return threshold
+    return {"threshold": threshold, "recalls": len(top), "correct": int(sum(correct))}

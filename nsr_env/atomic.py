@@ -1,10 +1,15 @@
-"""Atomic file replacement: write beside the target, then rename over it."""
+"""Atomic file replacement (write beside the target, then rename over it), and a lock that lets
+concurrent processes compute a cached file once."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -44,3 +49,24 @@ def remove_orphaned_temporaries(folder: Path) -> list[Path]:
         except PermissionError:  # the process exists (another user's): leave its file alone
             continue
     return removed
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock tied to ``path`` (``flock`` on a lock file named by a hash of its absolute
+    path, under the system's temporary folder, so that caches hold only their entries).
+
+    For caches that are slow to compute: a process that misses takes the lock, looks again,
+    and computes only if the file is still missing, so sweep workers (or Ray tasks on one
+    node) that need the same entry compute it once while the others wait and then read it.
+    The operating system releases the lock when its holder dies.
+    """
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
+    lock = Path(tempfile.gettempdir()) / f"nsr_env-locks-{os.getuid()}" / f"{digest}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from nsr_env.atomic import atomic_write
+from nsr_env.atomic import atomic_write, exclusive
 from nsr_env.backbones import Backbone
-from nsr_env.data import ImageArray, Task, load_dataset
+from nsr_env.data import Task
+from nsr_env.data.datasets import load_selection
 from nsr_env.paths import cache_dir
 
 CACHE_FORMAT = 1
@@ -51,29 +52,21 @@ class CachedFeatures:
         return len(self.labels)
 
 
-def _check_indices(indices: np.ndarray, data: ImageArray) -> None:
-    """Reject what numpy would accept silently: empty, float or negative (wrap-around) indices."""
-    valid = f"integers in 0..{len(data) - 1} (the {len(data)} samples of {data.name}/{data.split})"
-    if indices.ndim != 1 or len(indices) == 0:
-        raise ValueError(f"indices must be a non-empty 1-d array of {valid}, got shape {indices.shape}")
-    if not np.issubdtype(indices.dtype, np.integer):
-        raise ValueError(f"indices must be {valid}, got dtype {indices.dtype}")
-    if indices.min() < 0 or indices.max() >= len(data):
-        raise ValueError(f"indices must be {valid}, got values from {indices.min()} to {indices.max()}")
-
-
-def data_fingerprint(data: ImageArray, indices: np.ndarray) -> str:
+def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
     """SHA-256 of the selected images and labels, so two data roots with different content never share an entry."""
     digest = hashlib.sha256()
-    images = np.ascontiguousarray(data.images[indices])
+    images = np.ascontiguousarray(images)
     digest.update(f"{images.dtype.str}{images.shape}".encode())
     digest.update(images)
-    digest.update(np.ascontiguousarray(data.labels[indices], dtype="<i8"))
+    digest.update(np.ascontiguousarray(labels, dtype="<i8"))
     return digest.hexdigest()
 
 
-def describe(backbone: Backbone, data: ImageArray, indices: np.ndarray) -> dict:
-    """Everything that affects an entry's content; its hash is the entry's key."""
+def describe(
+    backbone: Backbone, dataset: str, split: str, indices: np.ndarray, images: np.ndarray, labels: np.ndarray
+) -> dict:
+    """Everything that affects an entry's content (``images`` and ``labels``: the samples at ``indices``);
+    its hash is the entry's key."""
     indices = np.ascontiguousarray(indices, dtype="<i8")
     return {
         "format": CACHE_FORMAT,
@@ -81,11 +74,11 @@ def describe(backbone: Backbone, data: ImageArray, indices: np.ndarray) -> dict:
         "adapted_layer": backbone.adapted_layer,
         "weights": backbone.fingerprint(),
         "transform": backbone.transform.key(),
-        "dataset": data.name,
-        "split": data.split,
+        "dataset": dataset,
+        "split": split,
         "num_samples": len(indices),
         "indices_sha256": hashlib.sha256(indices.tobytes()).hexdigest(),
-        "data_sha256": data_fingerprint(data, indices),
+        "data_sha256": data_fingerprint(images, labels),
     }
 
 
@@ -123,6 +116,17 @@ def _load_entry(path: Path, description: dict) -> dict | None:
     return payload
 
 
+def _extract_entry(backbone, images, labels, description, batch_size, progress, dataset, split) -> dict:
+    """Run the backbone on the selected images: the payload of a cache entry."""
+    inputs, base_outputs = extract(backbone, images, batch_size, progress, label=f"{dataset}/{split}")
+    return {
+        "description": json.dumps(description, sort_keys=True),
+        "inputs": inputs,
+        "base_outputs": base_outputs,
+        "labels": torch.from_numpy(np.array(labels, dtype=np.int64)),
+    }
+
+
 def cached_features(
     backbone: Backbone,
     dataset: str,
@@ -136,26 +140,23 @@ def cached_features(
 ) -> CachedFeatures:
     """The frozen-path tensors of ``indices`` in ``dataset``/``split``, from disk when cached.
 
-    The dataset is loaded either way (it is kept in memory): the key hashes the selected images.
+    The selected images are loaded either way (the dataset is kept in memory; a derived dataset
+    derives only them): the key hashes them.
     """
-    data = load_dataset(dataset, split, data_root)
-    indices = np.asarray(indices)
-    _check_indices(indices, data)
-    indices = indices.astype(np.int64, copy=False)
-    description = describe(backbone, data, indices)
+    images, labels = load_selection(dataset, split, indices, data_root)
+    indices = np.asarray(indices).astype(np.int64, copy=False)
+    description = describe(backbone, dataset, split, indices, images, labels)
     key = entry_key(description)
     path = cache_dir(cache) / "features" / backbone.name / f"{key}.pt"
     payload = _load_entry(path, description)
     from_cache = payload is not None
     if payload is None:
-        inputs, base_outputs = extract(backbone, data.images[indices], batch_size, progress, label=f"{dataset}/{split}")
-        payload = {
-            "description": json.dumps(description, sort_keys=True),
-            "inputs": inputs,
-            "base_outputs": base_outputs,
-            "labels": torch.from_numpy(data.labels[indices].copy()),
-        }
-        atomic_write(path, lambda temporary: torch.save(payload, temporary))
+        with exclusive(path):  # another process may be extracting the same entry: wait for it, then read
+            payload = _load_entry(path, description)
+            from_cache = payload is not None
+            if payload is None:
+                payload = _extract_entry(backbone, images, labels, description, batch_size, progress, dataset, split)
+                atomic_write(path, lambda temporary: torch.save(payload, temporary))
     return CachedFeatures(
         inputs=payload["inputs"],
         base_outputs=payload["base_outputs"],

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nsr_env.atomic import atomic_write
+from nsr_env.atomic import atomic_write, exclusive
 from nsr_env.learner import FRESH, ContinualLearner, TaskData
 from nsr_env.paths import cache_dir
 from nsr_env.scenarios import FIELDS, TASK_SOURCES, Scenario, make_scenario
@@ -75,15 +75,23 @@ def _calibration_path(scenario: Scenario, tasks: list[TaskData], cache) -> Path:
 def reference_accuracies(scenario: Scenario, tasks: list[TaskData], pool_kind: str, cache=None) -> np.ndarray:
     """a* per task, from the on-disk cache when this exact calibration was run before."""
     path = _calibration_path(scenario, tasks, cache)
-    try:
-        stored = json.loads(path.read_text())
-        if len(stored["reference"]) == len(tasks):
-            return np.array(stored["reference"], dtype=float)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    reference = calibrate(scenario, tasks, pool_kind)
-    text = json.dumps({"scenario": scenario.name, "tasks": [t.name for t in tasks], "reference": reference.tolist()})
-    atomic_write(path, lambda temporary: temporary.write_text(text))
+
+    def stored() -> np.ndarray | None:
+        try:
+            reference = json.loads(path.read_text())["reference"]
+            return np.array(reference, dtype=float) if len(reference) == len(tasks) else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    if (reference := stored()) is not None:
+        return reference
+    with exclusive(path):  # another process may be calibrating the same scenario: wait for it, then read
+        if (reference := stored()) is not None:
+            return reference
+        reference = calibrate(scenario, tasks, pool_kind)
+        record = {"scenario": scenario.name, "tasks": [t.name for t in tasks], "reference": reference.tolist()}
+        text = json.dumps(record)
+        atomic_write(path, lambda temporary: temporary.write_text(text))
     return reference
 
 

@@ -147,18 +147,26 @@ def synthetic_split(changed_pixel: bool = False) -> ImageArray:
 
 def test_image_content_is_part_of_the_key():
     backbone = make_backbone("tiny_cnn")
-    same = [describe(backbone, synthetic_split(), np.arange(0, 30, 2)) for _ in range(2)]
+
+    def described(data, indices):
+        return describe(backbone, data.name, data.split, indices, data.images[indices], data.labels[indices])
+
+    same = [described(synthetic_split(), np.arange(0, 30, 2)) for _ in range(2)]
     assert entry_key(same[0]) == entry_key(same[1])
-    changed = describe(backbone, synthetic_split(changed_pixel=True), np.arange(0, 30, 2))
+    changed = described(synthetic_split(changed_pixel=True), np.arange(0, 30, 2))
     assert entry_key(changed) != entry_key(same[0])
-    assert describe(backbone, synthetic_split(changed_pixel=True), np.arange(1, 30, 2)) == describe(
-        backbone, synthetic_split(), np.arange(1, 30, 2)
+    assert described(synthetic_split(changed_pixel=True), np.arange(1, 30, 2)) == described(
+        synthetic_split(), np.arange(1, 30, 2)
     )  # the changed image (index 10) is not selected: same content, same entry
 
 
 def test_two_data_roots_with_different_images_do_not_share_an_entry(cache, monkeypatch):
     roots = {"root-a": synthetic_split(), "root-b": synthetic_split(changed_pixel=True), "root-c": synthetic_split()}
-    monkeypatch.setattr(features_module, "load_dataset", lambda name, split, root: roots[root])
+    monkeypatch.setattr(
+        features_module,
+        "load_selection",
+        lambda name, split, indices, root: (roots[root].images[indices], roots[root].labels[indices]),
+    )
     backbone = make_backbone("tiny_cnn")
 
     def entry(root):

@@ -16,8 +16,9 @@ import nsr_env.scenarios as scenarios_module
 from analysis.cli import main
 from nsr_env.backbones import make_backbone
 from nsr_env.data import class_split, load_dataset
+from nsr_env.data.datasets import load_selection
 from nsr_env.data.library import CLASS_PAIRS, DISJOINT_PAIRS, LIBRARIES, class_subsets, pair_order
-from nsr_env.data.variants import DIGITS_TEST_FRACTION, digits_split, rotate, rotate_bilinear
+from nsr_env.data.variants import DIGITS_TEST_FRACTION, derive, digits_split, rotate, rotate_bilinear
 from nsr_env.features import cached_features
 from nsr_env.scenarios import TASK_SOURCES, make_scenario
 
@@ -63,6 +64,27 @@ def test_rotated_and_inverted_datasets_keep_labels_and_derive_each_image_alone(f
         np.testing.assert_array_equal(inverted.images[:50], 255 - base.images[:50])
         assert not rotated.images.flags.writeable and not inverted.images.flags.writeable
     assert load_dataset("fashion_mnist@rot120", "train") is load_dataset("fashion_mnist@rot120", "train")
+
+
+def test_a_selection_of_a_derived_dataset_derives_only_its_images(monkeypatch):
+    import nsr_env.data.datasets as datasets
+
+    derived = []
+
+    def counting(images, variant):
+        derived.append(len(images))
+        return derive(images, variant)
+
+    monkeypatch.setattr(datasets, "derive", counting)
+    indices = np.array([3, 70, 5_001, 59_999])
+    for name in ("fashion_mnist@rot210", "fashion_mnist@invert"):
+        images, labels = load_selection(name, "train", indices)
+        whole = load_dataset(name, "train")
+        np.testing.assert_array_equal(images, whole.images[indices])
+        np.testing.assert_array_equal(labels, whole.labels[indices])
+    assert derived == [4, 4]
+    with pytest.raises(ValueError, match=r"indices must be .*fashion_mnist@rot30/train.*got values from 0 to 60000"):
+        load_selection("fashion_mnist@rot30", "train", np.array([0, 60_000]))
 
 
 @pytest.mark.parametrize(

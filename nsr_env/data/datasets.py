@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nsr_env.data.idx import read_idx
-from nsr_env.data.variants import invert, load_digits_split, parse_variant, quarter_turns, rotate_bilinear
+from nsr_env.data.variants import derive, invert, load_digits_split, parse_variant, quarter_turns, rotate_bilinear
 from nsr_env.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -213,14 +213,8 @@ def _download(name: str, split: str, looked: list[Path], download: bool, how_to:
     return torchvision_to_image_array(name, split, dataset, str(folder))
 
 
-def load_dataset(name: str, split: str, root: str | Path | None = None, download: bool = True) -> ImageArray:
-    """Load ``name`` (one of :data:`DATASETS`, or a derived ``<name>@invert`` / ``<name>@rot<degrees>``)
-    for ``split`` ("train" or "test").
-
-    Loaded splits, derived ones included, are kept in memory (read-only arrays), so building
-    many tasks from one dataset reads its files, and derives its images, once.
-    """
-    _check_split(split)
+def _check_name(name: str) -> tuple[str, str]:
+    """``(base, variant)`` of a dataset name (variant "" for a plain one); one ValueError for an unknown name."""
     base, separator, variant = name.partition("@")
     if base not in DATASETS:
         raise ValueError(
@@ -229,6 +223,52 @@ def load_dataset(name: str, split: str, root: str | Path | None = None, download
         )
     if separator:
         parse_variant(variant)
+    return base, variant
+
+
+def check_indices(indices: np.ndarray, data: ImageArray) -> None:
+    """Reject what numpy would accept silently: empty, float or negative (wrap-around) indices."""
+    valid = f"integers in 0..{len(data) - 1} (the {len(data)} samples of {data.name}/{data.split})"
+    if indices.ndim != 1 or len(indices) == 0:
+        raise ValueError(f"indices must be a non-empty 1-d array of {valid}, got shape {indices.shape}")
+    if not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"indices must be {valid}, got dtype {indices.dtype}")
+    if indices.min() < 0 or indices.max() >= len(data):
+        raise ValueError(f"indices must be {valid}, got values from {indices.min()} to {indices.max()}")
+
+
+def load_selection(
+    name: str, split: str, indices: np.ndarray, root: str | Path | None = None, download: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` of ``load_dataset(name, split)`` at ``indices`` (checked), without deriving a
+    whole derived split: its base is loaded and only the selected images are derived (the same images,
+    since each is derived alone). A feature-cache lookup of a few rotated images so costs no rotation of
+    60,000."""
+    _check_split(split)
+    base, variant = _check_name(name)
+    data = _load_cached(name if not variant else base, split, _explicit_root(root), download)
+    indices = np.asarray(indices)
+    check_indices(indices, data if not variant else ImageArray(name, split, data.images, data.labels, data.source))
+    images = data.images[indices]
+    return (derive(images, variant) if variant else images), data.labels[indices]
+
+
+def labels_of(name: str, split: str, root: str | Path | None = None, download: bool = True) -> np.ndarray:
+    """The labels of ``name``/``split``; a derived dataset's are its base's, read without deriving its images."""
+    _check_split(split)
+    base, variant = _check_name(name)
+    return _load_cached(base if variant else name, split, _explicit_root(root), download).labels
+
+
+def load_dataset(name: str, split: str, root: str | Path | None = None, download: bool = True) -> ImageArray:
+    """Load ``name`` (one of :data:`DATASETS`, or a derived ``<name>@invert`` / ``<name>@rot<degrees>``)
+    for ``split`` ("train" or "test").
+
+    Loaded splits, derived ones included, are kept in memory (read-only arrays), so building
+    many tasks from one dataset reads its files, and derives its images, once.
+    """
+    _check_split(split)
+    _check_name(name)
     return _load_cached(name, split, _explicit_root(root), download)
 
 

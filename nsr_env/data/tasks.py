@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nsr_env.data.datasets import load_dataset
+from nsr_env.data.datasets import DATASETS, load_dataset
+from nsr_env.data.variants import parse_variant
 
 # The default scenario's subsets: 500 training, 200 held-out and 50 probe images per class.
 DEFAULT_TRAIN_PER_CLASS = 500
@@ -78,6 +79,15 @@ def _probe_subset(labels: np.ndarray, classes: Sequence[int], train: np.ndarray,
     return np.concatenate(parts)
 
 
+def _labels(dataset: str, split: str, root: str | Path | None) -> np.ndarray:
+    """A split's labels; a derived dataset's are its base's, read without deriving its images."""
+    base, separator, variant = dataset.partition("@")
+    if separator and base in DATASETS:
+        parse_variant(variant)  # a bad variant raises here, naming it
+        return load_dataset(base, split, root).labels
+    return load_dataset(dataset, split, root).labels  # an unknown name raises there
+
+
 def class_split(
     dataset: str,
     class_groups: Sequence[Sequence[int]],
@@ -106,15 +116,14 @@ def class_split(
             raise ValueError(f"{argument}={value} must be at least 1 (or None for all samples)")
     if probe_per_class < 0:
         raise ValueError(f"probe_per_class={probe_per_class} must be >= 0")
-    train = load_dataset(dataset, "train", root)
-    test = load_dataset(dataset, "test", root)
-    unknown = sorted(seen - set(np.unique(train.labels).tolist()))
+    train_labels, test_labels = (_labels(dataset, split, root) for split in ("train", "test"))
+    unknown = sorted(seen - set(np.unique(train_labels).tolist()))
     if unknown:
         raise ValueError(f"class_groups name classes {unknown} that {dataset} does not have")
     tasks = []
     for offset, group in enumerate(class_groups):
         classes = tuple(int(c) for c in group)
-        train_indices = _subset(train.labels, classes, train_per_class, seed, salt=0)
+        train_indices = _subset(train_labels, classes, train_per_class, seed, salt=0)
         tasks.append(
             Task(
                 index=first_index + offset,
@@ -122,8 +131,8 @@ def class_split(
                 dataset=dataset,
                 classes=classes,
                 train_indices=train_indices,
-                eval_indices=_subset(test.labels, classes, eval_per_class, seed, salt=1),
-                probe_indices=_probe_subset(train.labels, classes, train_indices, probe_per_class, seed),
+                eval_indices=_subset(test_labels, classes, eval_per_class, seed, salt=1),
+                probe_indices=_probe_subset(train_labels, classes, train_indices, probe_per_class, seed),
             )
         )
     return tasks

@@ -114,6 +114,14 @@ def rotate(images: np.ndarray, degrees: int) -> np.ndarray:
     return quarter_turns(rotate_bilinear(images, rest) if rest else images, turns)
 
 
+def derive(images: np.ndarray, variant: str) -> np.ndarray:
+    """``images`` of a base dataset as the derived dataset ``<base>@<variant>`` holds them: inverted, or
+    rotated by :func:`rotate`. Every image is derived alone, so deriving a few gives what deriving the
+    whole split gives at those indices."""
+    degrees = parse_variant(variant)
+    return invert(images) if degrees is None else rotate(images, degrees)
+
+
 def _resize_matrix(size_in: int, size_out: int) -> np.ndarray:
     """(size_out, size_in) linear interpolation weights: half-pixel centres, edges clamped
     (as torch's ``interpolate(mode="bilinear", align_corners=False)``)."""
