@@ -7,12 +7,17 @@ INSTALLED := $(VENV)/.installed
 # torch / torchvision come first and pinned: this pair imports together on the CPU.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-slow lint bench setup data clean
+.PHONY: demo streams test test-slow lint bench setup data clean
 
 demo: setup data
 	$(BIN)/nsr prepare
 	$(BIN)/nsr sweep configs/quick.yaml --out results/quick --jobs 2
 	$(BIN)/nsr report results/quick
+
+streams: setup data
+	$(BIN)/nsr sweep configs/streams.yaml --out results/streams --jobs 2
+	$(BIN)/nsr retrieval --scenario long --out results/streams
+	$(BIN)/nsr report results/streams
 
 test: setup data
 	$(BIN)/ruff check .
@@ -31,6 +36,7 @@ bench: setup data
 	$(BIN)/python benchmarks/bank.py
 	$(BIN)/python benchmarks/env_step.py
 	$(BIN)/python benchmarks/sweep_jobs.py
+	$(BIN)/python benchmarks/task_library.py
 	$(BIN)/python benchmarks/long_stream.py
 
 setup: $(INSTALLED)
