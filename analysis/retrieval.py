@@ -164,14 +164,13 @@ def _bank(trained: list[TrainedTask], keys: torch.Tensor, energy: float) -> Task
     return bank
 
 
-def _sizes(sizes: Iterable[int | str | None], count: int) -> list[int]:
-    """Sizes as sorted distinct entry counts, ``"all"`` (or None) as ``count``; those above ``count`` left out."""
-    sizes, resolved = tuple(sizes), set()
+def _sizes(sizes: tuple[int | str | None, ...], count: int) -> list[int]:
+    """Sizes (checked by :func:`_check`) as sorted distinct entry counts, ``"all"`` (or None) as ``count``;
+    those above ``count`` left out."""
+    resolved = set()
     for size in sizes:
         if size in ("all", None):
             resolved.add(count)
-        elif isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"sizes holds {size!r}: each size must be an integer >= 1 or 'all'")
         elif size <= count:
             resolved.add(size)
     if not resolved:
@@ -179,8 +178,11 @@ def _sizes(sizes: Iterable[int | str | None], count: int) -> list[int]:
     return sorted(resolved)
 
 
-def _check(energies: tuple[float, ...], keys: tuple[str, ...], probes: int, steps: int) -> None:
+def _check(sizes: tuple, energies: tuple[float, ...], keys: tuple[str, ...], probes: int, steps: int) -> None:
     """One ValueError naming the first bad argument, before any data is loaded."""
+    for size in sizes:
+        if size not in ("all", None) and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"sizes holds {size!r}: each size must be an integer >= 1 or 'all'")
     if not energies or not keys:
         raise ValueError(f"energies={list(energies)} and keys={list(keys)} must each name at least one")
     for energy in energies:
@@ -244,8 +246,8 @@ def run_retrieval(
     factors alone, so its first N positions score a query exactly as a bank of just those N
     entries would, and every size reads them from one scoring pass over the full bank.
     """
-    energies, keys = tuple(energies), tuple(keys)
-    _check(energies, keys, probes, steps)
+    sizes, energies, keys = tuple(sizes), tuple(energies), tuple(keys)
+    _check(sizes, energies, keys, probes, steps)
     started = time.perf_counter()
     config = make_scenario(scenario, **overrides)
     data = prepare(config, cache=cache, data_root=data_root, progress=progress)

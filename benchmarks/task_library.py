@@ -54,14 +54,14 @@ def library_scenarios(scale: float, long_tasks: int) -> list:
             field: max(1, round(getattr(registered, field) * scale))
             for field in ("train_per_class", "eval_per_class", "probe_per_class")
         }
-        tasks = long_tasks if name == "long" else len(LIBRARIES[name](registered.data_seed))
+        tasks = long_tasks if name == "long" else len(LIBRARIES[name]())
         scenarios.append(make_scenario(name, tasks_per_cycle=tasks, **sizes))
     return scenarios
 
 
 def distinct_images(scenario) -> int:
     """Images in the distinct (dataset, class) subsets of the scenario's tasks: what it loads (or extracts) alone."""
-    chosen = LIBRARIES[scenario.source](scenario.data_seed)[: scenario.tasks_per_cycle]
+    chosen = LIBRARIES[scenario.source]()[: scenario.tasks_per_cycle]
     counts = (scenario.train_per_class, scenario.eval_per_class, scenario.probe_per_class)
     total = 0
     for dataset, _ in {(task.dataset, cls) for task in chosen for cls in task.classes}:

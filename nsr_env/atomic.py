@@ -53,13 +53,16 @@ def remove_orphaned_temporaries(folder: Path) -> list[Path]:
 
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock tied to ``path`` (``flock`` on a lock file named by a hash of its absolute
-    path, under the system's temporary folder, so that caches hold only their entries).
+    """Hold an exclusive lock tied to ``path``: ``flock`` on a lock file named by a hash of its absolute
+    path, under the system's temporary folder (so that caches hold only their entries). One file per
+    path, so locks on two paths never wait for each other and may nest.
 
     For caches that are slow to compute: a process that misses takes the lock, looks again,
     and computes only if the file is still missing, so sweep workers (or Ray tasks on one
     node) that need the same entry compute it once while the others wait and then read it.
-    The operating system releases the lock when its holder dies.
+    The operating system releases the lock when its holder dies. Processes on other machines,
+    or with another temporary folder, are not serialised; they may compute an entry twice,
+    which is harmless, since every entry is written atomically.
     """
     digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
     lock = Path(tempfile.gettempdir()) / f"nsr_env-locks-{os.getuid()}" / f"{digest}.lock"

@@ -22,11 +22,11 @@ from nsr_env.scenarios import FIELDS, TASK_SOURCES, Scenario, make_scenario
 CALIBRATION_FORMAT = 2
 CALIBRATION_EXEMPT = frozenset(
     {"name", "description", "online", "cycles", "schedule", "zipf_exponent", "phase_length", "tolerance", "slots",
-     "bank_capacity", "retention", "probe_size", "key"}
+     "bank_capacity", "retention", "probe_size", "key", "candidates", "probe_labels"}
 )  # fmt: skip
 """Scenario fields that cannot change a*: they shape the stream, how recovery is judged, how a
-controller recognises a task, or the memory's capacity, never one task trained alone in one fresh
-slot (calibration uses one slot and never writes the memory). Every other field, present or
+controller recognises a task and what it is shown, or the memory's capacity, never one task
+trained alone in one fresh slot (calibration uses one slot and never writes the memory). Every other field, present or
 future, is part of the cache key: deliberately conservative (the memory mechanism, for one, stays
 in it, since a mechanism may one day shape training)."""
 
@@ -39,6 +39,7 @@ class ScenarioData:
     tasks: list[TaskData]
     pool_kind: str
     reference: np.ndarray  # a* per task
+    digest: str  # data_digest(tasks): keys what is cached from a stream of these tensors
 
     def learner(self, seed: int = 0) -> ContinualLearner:
         return ContinualLearner(self.tasks, self.pool_kind, self.scenario.learner_config(), seed=seed)
@@ -64,11 +65,23 @@ def calibration_key(scenario: Scenario) -> str:
     return hashlib.sha256(json.dumps([CALIBRATION_FORMAT, fields], sort_keys=True).encode()).hexdigest()
 
 
-def _calibration_path(scenario: Scenario, tasks: list[TaskData], cache) -> Path:
-    digest = hashlib.sha256(calibration_key(scenario).encode())
+def _hashed(digest, tasks: list[TaskData], probes: bool):
+    """``digest`` updated with the tasks' training and held-out tensors (and probe inputs if ``probes``)."""
     for task in tasks:
-        for tensor in (task.train_inputs, task.train_labels, task.eval_inputs, task.eval_labels):
+        tensors = (task.train_inputs, task.train_labels, task.eval_inputs, task.eval_labels)
+        for tensor in (*tensors, task.probe_inputs) if probes else tensors:
             digest.update(tensor.numpy().tobytes())
+    return digest
+
+
+def data_digest(tasks: list[TaskData]) -> str:
+    """SHA-256 of every tensor the tasks are trained, evaluated and probed on: what a cache computed
+    from a whole stream of them (the similarity rule's threshold) depends on besides the fields."""
+    return _hashed(hashlib.sha256(), tasks, probes=True).hexdigest()
+
+
+def _calibration_path(scenario: Scenario, tasks: list[TaskData], cache) -> Path:
+    digest = _hashed(hashlib.sha256(calibration_key(scenario).encode()), tasks, probes=False)
     return cache_dir(cache) / "calibration" / f"{scenario.source}-{digest.hexdigest()[:20]}.json"
 
 
@@ -102,15 +115,11 @@ def prepare(
     if isinstance(scenario, str):
         scenario = make_scenario(scenario)
     tasks, pool_kind = TASK_SOURCES.get(scenario.source)(scenario, cache, data_root, progress)
-    smallest = min(len(task.probe_inputs) for task in tasks)
-    if scenario.probe_size > smallest:
-        raise ValueError(
-            f"scenario {scenario.name!r}: probe_size={scenario.probe_size} is larger than the smallest probe split "
-            f"({smallest} images); lower probe_size or raise probe_per_class"
-        )
+    scenario.check_probe_split(min(len(task.probe_inputs) for task in tasks))  # a source that did not check early
     limit = min(tasks[0].train_inputs.shape[2], tasks[0].train_base.shape[2])
     if scenario.rank > limit:
         raise ValueError(
             f"scenario {scenario.name!r}: rank={scenario.rank} is larger than the adapted layer allows ({limit})"
         )
-    return ScenarioData(scenario, tasks, pool_kind, reference_accuracies(scenario, tasks, pool_kind, cache))
+    reference = reference_accuracies(scenario, tasks, pool_kind, cache)
+    return ScenarioData(scenario, tasks, pool_kind, reference, data_digest(tasks))

@@ -37,13 +37,14 @@ def _image_tasks(split: Callable, scenario: Scenario, cache, data_root, progress
             f"{scenario.source!r} has {len(tasks)} tasks"
         )
     tasks = tasks[: scenario.tasks_per_cycle]
+    scenario.check_probe_split(min(len(task.probe_indices) for task in tasks))
     features = task_features(backbone, tasks, cache=cache, data_root=data_root, progress=progress)
     data = []
     for item in features:
         task = item.task
         train_labels = torch.from_numpy(task.local_labels(item.train.labels.numpy()))
         eval_labels = torch.from_numpy(task.local_labels(item.held_out.labels.numpy()))
-        probe_inputs, probe_base, _ = _subset(item, "probe")
+        probe_inputs, probe_base, probe_labels = _subset(item, "probe")
         data.append(
             TaskData(
                 name=task.name,
@@ -56,6 +57,7 @@ def _image_tasks(split: Callable, scenario: Scenario, cache, data_root, progress
                 eval_labels=eval_labels,
                 probe_inputs=probe_inputs,
                 probe_base=probe_base,
+                probe_labels=torch.from_numpy(task.local_labels(probe_labels.numpy())),
                 key=embed(item.train.inputs, item.train.base_outputs, scenario.key, backbone.pool_kind),
             )
         )
@@ -87,7 +89,7 @@ def synthetic_tasks(scenario: Scenario, *_unused) -> tuple[list[TaskData], str]:
 
         train_inputs, train_labels = _gaussian_clusters(rng, means, scenario.train_per_class, positions)
         eval_inputs, eval_labels = _gaussian_clusters(rng, means, scenario.eval_per_class, positions)
-        probe_inputs, _ = _gaussian_clusters(probe_rng, means, scenario.probe_per_class, positions)
+        probe_inputs, probe_labels = _gaussian_clusters(probe_rng, means, scenario.probe_per_class, positions)
         data.append(
             TaskData(
                 name=f"synthetic[{task}]",
@@ -100,6 +102,7 @@ def synthetic_tasks(scenario: Scenario, *_unused) -> tuple[list[TaskData], str]:
                 eval_labels=eval_labels,
                 probe_inputs=probe_inputs,
                 probe_base=probe_inputs @ weight.T,
+                probe_labels=probe_labels,
                 key=embed(train_inputs, train_inputs @ weight.T, scenario.key, "relu_mean"),
             )
         )
@@ -128,24 +131,16 @@ def _class_features(
     needed: dict[str, set[int]] = {}
     for task in chosen:
         needed.setdefault(task.dataset, set()).update(task.classes)
-    bar = tqdm(total=sum(map(len, needed.values())), desc=f"features {scenario.source}", disable=not progress)
+    counts = (scenario.train_per_class, scenario.eval_per_class, scenario.probe_per_class, scenario.data_seed)
+    subsets = {
+        (dataset, cls): subset
+        for dataset, classes in needed.items()
+        for cls, subset in class_subsets(dataset, sorted(classes), *counts, data_root).items()
+    }  # indices only: the probe split's size is checked before anything is extracted
+    scenario.check_probe_split(min(sum(len(subsets[t.dataset, c].probe_indices) for c in t.classes) for t in chosen))
     features = {}
-    for dataset, classes in needed.items():
-        subsets = class_subsets(
-            dataset,
-            sorted(classes),
-            scenario.train_per_class,
-            scenario.eval_per_class,
-            scenario.probe_per_class,
-            scenario.data_seed,
-            data_root,
-        )
-        for cls, subset in subsets.items():
-            (features[dataset, cls],) = task_features(
-                backbone, [subset], cache=cache, data_root=data_root, progress=False
-            )
-            bar.update()
-    bar.close()
+    for key, subset in tqdm(subsets.items(), desc=f"features {scenario.source}", disable=not progress):
+        (features[key],) = task_features(backbone, [subset], cache=cache, data_root=data_root, progress=False)
     return features
 
 
@@ -169,7 +164,7 @@ def _library_tasks(scenario: Scenario, cache, data_root, progress) -> tuple[list
     tasks on the same classes and images (a ``traps`` twin and its original) share their
     tensors and have identical keys; only the labels differ.
     """
-    library = LIBRARIES[scenario.source](scenario.data_seed)
+    library = LIBRARIES[scenario.source]()
     if scenario.tasks_per_cycle > len(library):
         raise ValueError(
             f"scenario {scenario.name!r}: tasks_per_cycle={scenario.tasks_per_cycle} but the library "
@@ -193,7 +188,7 @@ def _library_tasks(scenario: Scenario, cache, data_root, progress) -> tuple[list
         tensors, key = composed[task.dataset, classes]
         train_inputs, train_base, train_labels = tensors["train"]
         eval_inputs, eval_base, eval_labels = tensors["eval"]
-        probe_inputs, probe_base, _ = tensors["probe"]
+        probe_inputs, probe_base, probe_labels = tensors["probe"]
         data.append(
             TaskData(
                 name=task.name,
@@ -206,6 +201,7 @@ def _library_tasks(scenario: Scenario, cache, data_root, progress) -> tuple[list
                 eval_labels=_local_labels(eval_labels, task.classes),
                 probe_inputs=probe_inputs,
                 probe_base=probe_base,
+                probe_labels=_local_labels(probe_labels, task.classes),
                 key=key,
                 family=task.family,
             )
@@ -214,7 +210,7 @@ def _library_tasks(scenario: Scenario, cache, data_root, progress) -> tuple[list
 
 
 def pairs_tasks(scenario: Scenario, cache, data_root, progress) -> tuple[list[TaskData], str]:
-    """The 45 Fashion-MNIST class pairs in a fixed shuffle of ``data_seed`` (offline)."""
+    """The 45 Fashion-MNIST class pairs in a fixed shuffle (offline)."""
     return _library_tasks(scenario, cache, data_root, progress)
 
 

@@ -43,3 +43,49 @@ def test_orphaned_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp
         path.write_text("partial")
     assert remove_orphaned_temporaries(tmp_path) == [orphan]
     assert not orphan.exists() and live.exists() and unrelated.exists()
+
+
+def _compute_once(target: str, log: str) -> None:
+    """The cache pattern of the feature, a* and threshold caches: look, lock, look again, compute."""
+    import time
+    from pathlib import Path
+
+    from nsr_env.atomic import exclusive
+
+    path = Path(target)
+    if path.exists():
+        return
+    with exclusive(path):
+        if path.exists():
+            return
+        with open(log, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(0.5)  # long enough for the other process to find the lock taken
+        atomic_write(path, lambda temporary: temporary.write_text("done"))
+
+
+def test_processes_that_miss_the_same_entry_compute_it_once(tmp_path):
+    import multiprocessing
+
+    target, log = tmp_path / "entry.json", tmp_path / "computed.log"
+    context = multiprocessing.get_context("spawn")  # separate interpreters, as sweep workers on Ray would be
+    workers = [context.Process(target=_compute_once, args=(str(target), str(log))) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
+    assert target.read_text() == "done" and len(log.read_text().split()) == 1
+
+
+def test_a_lock_whose_holder_died_is_free_again(tmp_path):
+    target = tmp_path / "entry.json"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from nsr_env.atomic import exclusive\nimport os\nfrom pathlib import Path\n"
+         f"with exclusive(Path({str(target)!r})):\n    os.kill(os.getpid(), 9)"],
+    )  # fmt: skip
+    assert holder.wait(timeout=60) == -9
+    from nsr_env.atomic import exclusive
+
+    with exclusive(target):  # would block forever if the dead holder's lock were kept
+        pass

@@ -84,7 +84,8 @@ def test_idealised_reproduces_the_first_stage_numbers():
         ({"key": "mean"}, r"key='mean' is unknown; choose one of \['input', 'pooled', 'arrow'\]"),
         ({"key": "arrow", "probe_size": 0}, r"key='arrow' scores memory entries by the probe's inputs"),
         ({"probe_size": 4, "probe_per_class": 0}, r"probe_size=4 needs probe_per_class >= 1"),
-        ({"schedule": "zipf", "zipf_exponent": 0}, r"zipf_exponent=0 must be in"),
+        ({"schedule": "zipf", "zipf_exponent": 0}, r"zipf_exponent=0 must be a number in \(0, 10\)"),
+        ({"zipf_exponent": "1"}, r"zipf_exponent=.1. must be a number in \(0, 10\)"),
     ],
 )
 def test_bad_observed_key_values_raise_one_error_naming_the_field(overrides, message):
@@ -93,10 +94,22 @@ def test_bad_observed_key_values_raise_one_error_naming_the_field(overrides, mes
     assert "\n" not in str(info.value)
 
 
-def test_a_probe_larger_than_the_split_is_refused_before_calibration():
-    scenario = make_scenario("synthetic", probe_per_class=3, probe_size=7)
-    with pytest.raises(ValueError, match=r"probe_size=7 is larger than the smallest probe split \(6 images\)"):
-        prepare(scenario)
+def test_a_probe_larger_than_the_split_is_refused_before_any_extraction(tmp_path, monkeypatch):
+    import nsr_env.features as features
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("a probe_size the probe split cannot hold must be refused before extraction")
+
+    monkeypatch.setattr(features, "extract", no_extraction)
+    cases = [
+        (make_scenario("synthetic", probe_per_class=3, probe_size=7), 6),
+        (make_scenario("default", probe_per_class=2, probe_size=5, backbone="tiny_cnn"), 4),
+        (make_scenario("traps", probe_per_class=3, probe_size=7, backbone="tiny_cnn"), 6),
+    ]
+    for scenario, smallest in cases:
+        message = rf"probe_size={scenario.probe_size} is larger than the smallest probe split \({smallest} images\)"
+        with pytest.raises(ValueError, match=message):
+            prepare(scenario, cache=tmp_path, progress=False)
 
 
 def test_zipf_schedule_visits_every_task_once_then_recurs_by_popularity():
@@ -119,16 +132,29 @@ def test_best_threshold_maximises_correct_minus_wrong_recalls():
     assert best_threshold(np.array([0.9]), np.array([False])) > 0.9  # never recall when recalling is wrong
 
 
-def test_arrow_and_pooled_keys_run_and_score_in_range():
-    for key in ("pooled", "arrow"):
-        env = gym.make("nsr_env/NSR-v0", key=key, **SHORT)
-        steps = agents.evaluate("oracle", "nsr_env/NSR-v0", seeds=[0], key=key, **SHORT)
-        assert env.observation_space.shape == env.unwrapped.observation_space.shape
-        returns = steps[steps.task_boundary & (steps.phase >= 5)]
-        assert (returns.retrieval_rank >= 0).all()
-    inner = env.unwrapped
-    inner.reset(seed=0)
-    assert inner.visit_inputs.shape[0] == inner.scenario.probe_size * 4  # 32 images x 4 positions
+def test_pooled_and_arrow_keys_have_their_sizes_and_ranges():
+    scores = {}
+    for key in ("input", "pooled", "arrow"):
+        env = gym.make("nsr_env/NSR-v0", key=key, **SHORT).unwrapped
+        controller = agents.make("oracle", env)
+        observation, info = env.reset(seed=0)
+        scores[key], done = [], False
+        while not done:
+            if env.at_boundary and len(env.learner.memory):
+                occupied = env.learner.memory.occupied
+                scores[key].append(env.visit_similarity[occupied])
+                own = env.learner.entry_of(env.current_task)
+                if own is not None and key != "arrow":  # data keys rank a returning task's own entry first
+                    assert env.visit_rank == 0, key
+            observation, _, done, _, info = env.step(controller.act(observation, info))
+        if key != "arrow":  # a data key: (320,) mean adapted-layer input, (1280,) mean pooled feature
+            assert env.visit_key.shape == ({"input": 320, "pooled": 1280}[key],)
+    arrow = torch.cat(scores["arrow"])
+    assert ((arrow >= 0) & (arrow <= 1)).all() and arrow.std() > 0  # a share of the probe's energy
+    assert env.visit_inputs.shape == (env.scenario.probe_size * 4, 320)  # 32 images x 4 positions
+    for key in ("input", "pooled"):
+        values = torch.cat(scores[key])
+        assert ((values > 0.5) & (values <= 1)).all(), key  # cosines of non-negative means: all alike, below 1
 
 
 def test_the_threshold_is_chosen_on_another_data_seed_with_returns():

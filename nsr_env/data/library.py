@@ -3,7 +3,9 @@
 Five libraries, each a fixed list (a scenario takes its first ``tasks_per_cycle`` tasks):
 
 - ``pairs``: the 45 class pairs (a, b), a < b, of Fashion-MNIST, shuffled once by
-  ``default_rng([data_seed, 45])``. Each task is only related to itself.
+  ``default_rng([PAIR_ORDER_SEED, 45])``: a fixed order, so a scenario's ``data_seed`` draws other
+  images of the same tasks (as the similarity rule's threshold calibration needs). Tasks that
+  share a class are related.
 - ``rotated``: the 5 disjoint pairs (0,1), (2,3), (4,5), (6,7), (8,9) rotated by 0, 30, ..., 330
   degrees, angle-major (the 5 pairs at 0 degrees, then at 30, ...): 60 tasks. A pair's tasks form
   one family; neighbouring angles are the closest relatives.
@@ -35,6 +37,8 @@ from nsr_env.data.tasks import Task, class_split
 CLASS_PAIRS = tuple(combinations(range(10), 2))
 DISJOINT_PAIRS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 ANGLES = tuple(range(0, 360, 30))
+PAIR_ORDER_SEED = 0
+"""The pairs' order never depends on a scenario's ``data_seed``, which draws images only."""
 SUBSET_CAPS = {"digits": (100, 30, 30)}
 """Per-class (train, eval, probe) caps of small datasets: digits has 140-147 training-split and
 34-36 test-split images per class (see :func:`nsr_env.data.variants.digits_split`)."""
@@ -59,9 +63,9 @@ def rotated_dataset(base: str, degrees: int) -> str:
     return f"{base}@rot{degrees}" if degrees else base
 
 
-def pair_order(data_seed: int) -> list[tuple[int, int]]:
-    """The 45 Fashion-MNIST class pairs in the fixed shuffle of ``data_seed``."""
-    order = np.random.default_rng([data_seed, len(CLASS_PAIRS)]).permutation(len(CLASS_PAIRS))
+def pair_order(seed: int = PAIR_ORDER_SEED) -> list[tuple[int, int]]:
+    """The 45 Fashion-MNIST class pairs in the shuffle of ``seed`` (the libraries use :data:`PAIR_ORDER_SEED`)."""
+    order = np.random.default_rng([seed, len(CLASS_PAIRS)]).permutation(len(CLASS_PAIRS))
     return [CLASS_PAIRS[i] for i in order]
 
 
@@ -83,21 +87,21 @@ def _rotated(pairs: list[tuple[int, int]]) -> list[LibraryTask]:
     ]
 
 
-def pairs_library(data_seed: int) -> list[LibraryTask]:
-    return [_plain("fashion_mnist", pair) for pair in pair_order(data_seed)]
+def pairs_library() -> list[LibraryTask]:
+    return [_plain("fashion_mnist", pair) for pair in pair_order()]
 
 
-def rotated_library(data_seed: int) -> list[LibraryTask]:
+def rotated_library() -> list[LibraryTask]:
     return _rotated(list(DISJOINT_PAIRS))
 
 
-def traps_library(data_seed: int) -> list[LibraryTask]:
+def traps_library() -> list[LibraryTask]:
     originals = [_plain("fashion_mnist", pair) for pair in DISJOINT_PAIRS]
     twins = [LibraryTask(f"{t.name}/swapped", t.dataset, t.classes[::-1], f"{t.name}/swapped") for t in originals]
     return originals + twins
 
 
-def mixed_library(data_seed: int) -> list[LibraryTask]:
+def mixed_library() -> list[LibraryTask]:
     kinds = (
         ("fashion_mnist", "", ((0, 1), (2, 3))),
         ("digits", "", ((0, 1), (2, 3))),
@@ -107,18 +111,18 @@ def mixed_library(data_seed: int) -> list[LibraryTask]:
     return [_plain(base, pairs[round_], variant) for round_ in range(2) for base, variant, pairs in kinds]
 
 
-def long_library(data_seed: int) -> list[LibraryTask]:
-    return _rotated(pair_order(data_seed))
+def long_library() -> list[LibraryTask]:
+    return _rotated(pair_order())
 
 
-LIBRARIES: dict[str, Callable[[int], list[LibraryTask]]] = {
+LIBRARIES: dict[str, Callable[[], list[LibraryTask]]] = {
     "pairs": pairs_library,
     "rotated": rotated_library,
     "traps": traps_library,
     "mixed": mixed_library,
     "long": long_library,
 }
-"""Each library by name, as a function of ``data_seed`` (only ``pairs`` and ``long`` use it: their pair order)."""
+"""Each library by name, as a function that lists its tasks."""
 
 
 def class_subsets(

@@ -53,7 +53,10 @@ class Memory(ABC):
 
     @abstractmethod
     def peek(self, position: int) -> Stored:
-        """The adapter and head at ``position`` without counting a use (evaluation of a task without a slot)."""
+        """The adapter and head at ``position`` without counting a use (evaluation of a task without a slot).
+
+        What it returns is never changed in place afterwards: when what a position stores changes, it
+        returns new objects (the learner keeps a slotless task's accuracy while they stay the same)."""
 
     @abstractmethod
     def similarities(self, query: torch.Tensor) -> torch.Tensor:
