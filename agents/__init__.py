@@ -4,7 +4,7 @@ One file per family; a new controller is one class with ``@register_agent`` in a
 file plus one import line here.
 """
 
-from agents import memoryless, oracle, ppo, similarity  # noqa: F401  (registration on import)
+from agents import memoryless, oracle, ppo, probe, similarity  # noqa: F401  (registration on import)
 from agents.base import AGENTS, Agent, register_agent
 from agents.evaluate import COLUMNS, evaluate, make
 

@@ -86,12 +86,24 @@ class Agent(ABC):
     def continue_action(self, observation: np.ndarray) -> np.ndarray:
         return np.array([int(np.argmax(self.part(observation, "slot_current"))), Recall.KEEP])
 
+    def most_similar(self, observation: np.ndarray) -> tuple[int | None, float]:
+        """The recall choice of the most similar memory entry and its similarity (None, -inf on an empty
+        memory): candidate 0 with ``candidates`` (they come sorted), else the most similar position."""
+        if self.env.scenario.candidates:
+            present = self.part(observation, "candidate_present")[0] > 0.5
+            return (0, float(self.part(observation, "candidate_similarity")[0])) if present else (None, -np.inf)
+        occupied = self.part(observation, "bank_occupied") > 0.5
+        similarity = np.where(occupied, self.part(observation, "bank_similarity"), -np.inf)
+        best = int(np.argmax(similarity))
+        return (best, float(similarity[best])) if occupied[best] else (None, -np.inf)
+
     def least_recently_used_slot(self, observation: np.ndarray) -> int:
         """The stalest slot (never-used slots first, then by last training step; ties: lowest index)."""
         return int(np.argmax(self.part(observation, "slot_staleness")))
 
 
 def action(slot: int, recall: str | int) -> np.ndarray:
-    """``[slot, recall]`` from ``"fresh"``, ``"keep"`` or a memory position."""
+    """``[slot, recall]`` from ``"fresh"``, ``"keep"`` or a recall choice: candidate j (``candidates`` > 0)
+    or memory position j."""
     choice = {"fresh": Recall.FRESH, "keep": Recall.KEEP}.get(recall) if isinstance(recall, str) else None
     return np.array([slot, int(choice) if choice is not None else Recall.of_position(recall)])

@@ -9,7 +9,9 @@ only valid actions.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -18,21 +20,65 @@ from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
 from agents.base import Agent, register_agent
 from nsr_env import measures
 
 
+@dataclass(frozen=True)
+class ObservationNormalizer:
+    """The running observation statistics a model was trained with (SB3's ``VecNormalize``), frozen:
+    ``clip((obs - mean) / sqrt(var + epsilon), -clip, clip)``. Saved beside the model as
+    ``normalization.npz``; an agent loads it with the model."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    clip: float
+    epsilon: float
+
+    FILE: ClassVar[str] = "normalization.npz"
+
+    @classmethod
+    def of(cls, venv: VecNormalize) -> ObservationNormalizer:
+        stats = venv.obs_rms
+        return cls(stats.mean.copy(), stats.var.copy(), float(venv.clip_obs), float(venv.epsilon))
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray:
+        scaled = (observation - self.mean) / np.sqrt(self.var + self.epsilon)
+        return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
+
+    def save(self, folder: Path) -> None:
+        np.savez(folder / self.FILE, mean=self.mean, var=self.var, clip=self.clip, epsilon=self.epsilon)
+
+    @classmethod
+    def load(cls, folder: Path) -> ObservationNormalizer | None:
+        """The statistics saved in ``folder``, or None when the model there was trained on raw observations."""
+        path = folder / cls.FILE
+        if not path.is_file():
+            return None
+        with np.load(path) as stored:
+            return cls(stored["mean"], stored["var"], float(stored["clip"]), float(stored["epsilon"]))
+
+
 @register_agent
 class PPOAgent(Agent):
-    """Acts with a trained stable-baselines3 PPO model, given as ``model=`` or loaded from ``path=``."""
+    """Acts with a trained stable-baselines3 PPO model, given as ``model=`` (with ``normalizer=`` if it was
+    trained on normalised observations) or loaded from ``path=`` (with the statistics saved beside it)."""
 
     name = "ppo"
     needs_training = True
     algorithm = PPO
 
-    def __init__(self, env, seed: int | None = None, path: str | Path | None = None, model=None, deterministic=True):
+    def __init__(
+        self,
+        env,
+        seed: int | None = None,
+        path: str | Path | None = None,
+        model=None,
+        deterministic: bool = True,
+        normalizer: ObservationNormalizer | None = None,
+    ):
         super().__init__(env, seed)
         if (path is None) == (model is None):
             raise ValueError(f"agent {self.name!r} needs path= (a model saved by `nsr train-ppo`) or model=, not both")
@@ -41,7 +87,8 @@ class PPOAgent(Agent):
             if not path.is_file() and not path.with_suffix(".zip").is_file():
                 raise ValueError(f"path={str(path)!r}: no saved model there; train one with `nsr train-ppo --out DIR`")
             model = self.algorithm.load(path, device="cpu")
-        self.model, self.deterministic = model, deterministic
+            normalizer = ObservationNormalizer.load(path.parent)
+        self.model, self.deterministic, self.normalizer = model, deterministic, normalizer
         self.attach(env)
 
     def attach(self, env) -> None:
@@ -67,8 +114,11 @@ class PPOAgent(Agent):
     def place(self, observation: np.ndarray, info: dict) -> np.ndarray:
         return self.act(observation, info)  # the policy decides at every step, boundaries included
 
+    def observe(self, observation: np.ndarray) -> np.ndarray:
+        return observation if self.normalizer is None else self.normalizer(observation)
+
     def act(self, observation: np.ndarray, info: dict) -> np.ndarray:
-        action, _ = self.model.predict(observation, deterministic=self.deterministic)
+        action, _ = self.model.predict(self.observe(observation), deterministic=self.deterministic)
         return action
 
 
@@ -80,7 +130,9 @@ class MaskablePPOAgent(PPOAgent):
     algorithm = MaskablePPO
 
     def act(self, observation: np.ndarray, info: dict) -> np.ndarray:
-        action, _ = self.model.predict(observation, action_masks=info["action_mask"], deterministic=self.deterministic)
+        action, _ = self.model.predict(
+            self.observe(observation), action_masks=info["action_mask"], deterministic=self.deterministic
+        )
         return action
 
 
@@ -117,6 +169,18 @@ class ContinualLearningLogger(BaseCallback):
         return True
 
 
+RECIPE = {
+    "n_steps": 256,
+    "batch_size": 64,
+    "gamma": 0.99,
+    "ent_coef": 0.01,
+    "learning_rate": 3e-4,
+    "normalize": True,
+}
+"""The defaults of :func:`train_ppo` and ``nsr train-ppo``; ``benchmarks/ppo_recipe.py`` draws the learning
+curves that chose them (see the README)."""
+
+
 def train_ppo(
     env_id: str,
     timesteps: int,
@@ -130,16 +194,21 @@ def train_ppo(
     checkpoint_freq: int | None = None,
     progress_bar: bool = False,
     tensorboard: bool = True,
-    policy_kwargs: dict | None = None,
-    **ppo_kwargs,
+    callback: BaseCallback | None = None,
+    **settings,
 ) -> Path:
     """Train (Maskable)PPO on ``env_id`` and save it to ``out/model.zip``; returns that path.
 
     ``out`` also receives ``config.json`` (what was trained, for reuse), tensorboard logs
     under ``out/tensorboard`` with the ``cl/...`` figures, checkpoints under
     ``out/checkpoints`` and the best model of the periodic evaluation under ``out/best``.
-    ``n_envs > 1`` runs the environments in subprocesses.
+    ``n_envs > 1`` runs the environments in subprocesses. ``settings`` override :data:`RECIPE`:
+    (Maskable)PPO's keyword arguments, ``policy_kwargs``, and ``normalize`` (train on observations
+    normalised by running statistics, SB3's ``VecNormalize``, saved beside the model as
+    ``normalization.npz`` for the agent that loads it). ``callback`` runs beside the logging ones.
     """
+    settings = {**RECIPE, **settings}
+    normalize, policy_kwargs = settings.pop("normalize"), settings.pop("policy_kwargs", None)
     if timesteps < 1 or n_envs < 1:
         raise ValueError(f"timesteps={timesteps} and n_envs={n_envs} must be at least 1")
     env_kwargs = dict(env_kwargs or {})
@@ -149,8 +218,10 @@ def train_ppo(
     importable_id = env_id if ":" in env_id else f"nsr_env:{env_id}"  # subprocesses import nsr_env to find the id
     env = make_vec_env(importable_id, n_envs=n_envs, seed=seed, vec_env_cls=vec_cls, env_kwargs=env_kwargs)
     eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, env_kwargs=env_kwargs)
+    if normalize:  # the evaluation env reads the training statistics (EvalCallback syncs them)
+        env = VecNormalize(env, norm_obs=True, norm_reward=False)
+        eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
     algorithm = MaskablePPO if maskable else PPO
-    defaults = {"n_steps": 256, "batch_size": 64, "gamma": 0.99, "ent_coef": 0.01, "learning_rate": 3e-4}
     model = algorithm(
         "MlpPolicy",
         env,
@@ -159,7 +230,7 @@ def train_ppo(
         verbose=0,
         tensorboard_log=str(out / "tensorboard") if tensorboard else None,
         policy_kwargs=policy_kwargs,
-        **{**defaults, **ppo_kwargs},
+        **settings,
     )
     episode_steps = gym.make(env_id, **env_kwargs).unwrapped.scenario.num_steps
     eval_every = max(1, (eval_freq or 4 * episode_steps) // n_envs)
@@ -171,11 +242,13 @@ def train_ppo(
     )
     model.learn(
         timesteps,
-        callback=CallbackList([ContinualLearningLogger(), evaluation, checkpoints]),
+        callback=CallbackList([ContinualLearningLogger(), evaluation, checkpoints, *([callback] if callback else [])]),
         progress_bar=progress_bar,
     )
     path = out / "model.zip"
     model.save(path)
+    if normalize:
+        ObservationNormalizer.of(env).save(out)
     config = {
         "env_id": env_id,
         "env_kwargs": env_kwargs,
@@ -183,7 +256,9 @@ def train_ppo(
         "seed": seed,
         "n_envs": n_envs,
         "agent": "maskable_ppo" if maskable else "ppo",
-        "ppo_kwargs": {**defaults, **ppo_kwargs},
+        "ppo_kwargs": settings,
+        "policy_kwargs": policy_kwargs,
+        "normalize": normalize,
     }
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     env.close()

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,10 +16,15 @@ from nsr_env.atomic import atomic_write, exclusive
 from nsr_env.paths import cache_dir
 from nsr_env.scenarios import Scenario
 
-THRESHOLD_FORMAT = 2  # bump when the calibration rule changes: cached thresholds are then recomputed
+if TYPE_CHECKING:
+    from nsr_env.prepared import ScenarioData
+
+THRESHOLD_FORMAT = 3  # bump when the calibration rule changes: cached thresholds are then recomputed
 EXACT_KEY_THRESHOLD = 0.99
 CALIBRATION_SEED_OFFSET = 1  # the threshold is chosen on the scenario's stream with data_seed + this
 CALIBRATION_CYCLES = 2
+INTERFACE_FIELDS = ("name", "description", "candidates", "probe_labels")
+"""Fields that cannot change a threshold: names, and how the observation presents what the rule reads."""
 CALIBRATION_EPISODES = 3  # oracle episodes (seeds 0, 1, 2) whose boundaries the threshold is chosen on
 
 
@@ -31,7 +37,7 @@ class SimilarityAgent(Agent):
     tested on. With exact keys (``probe_size=0``, the paper's setting) it is 0.99: a task's
     own entry has similarity 1 there, other tasks' at most 0.96 on Split-FashionMNIST. With
     observed keys it is :func:`calibrated_threshold`: chosen on the same tasks with another
-    ``data_seed`` (other images of the same classes).
+    ``data_seed`` (another draw of the same classes' images).
     """
 
     name = "similarity"
@@ -41,18 +47,17 @@ class SimilarityAgent(Agent):
         if threshold is not None and not -1 <= threshold <= 1:
             raise ValueError(f"threshold={threshold} must be a similarity in [-1, 1], or None for the fixed rule")
         scenario = self.env.scenario
-        if threshold is None:
-            cache = None if self.env.cache is None else str(self.env.cache)
-            threshold = EXACT_KEY_THRESHOLD if scenario.probe_size == 0 else calibrated_threshold(scenario, cache)
+        if threshold is None and scenario.probe_size == 0:
+            threshold = EXACT_KEY_THRESHOLD
+        elif threshold is None:
+            cache, root = (None if path is None else str(path) for path in (self.env.cache, self.env.data_root))
+            threshold = calibrated_threshold(scenario, cache, root)
         self.threshold = threshold
 
     def place(self, observation: np.ndarray, info: dict) -> np.ndarray:
-        similarity = np.where(
-            self.part(observation, "bank_occupied") > 0.5, self.part(observation, "bank_similarity"), -np.inf
-        )
-        best = int(np.argmax(similarity))
+        best, similarity = self.most_similar(observation)
         slot = self.least_recently_used_slot(observation)
-        return action(slot, best) if similarity[best] >= self.threshold else action(slot, "fresh")
+        return action(slot, best) if best is not None and similarity >= self.threshold else action(slot, "fresh")
 
 
 def best_threshold(top: np.ndarray, correct: np.ndarray) -> float:
@@ -73,7 +78,7 @@ def best_threshold(top: np.ndarray, correct: np.ndarray) -> float:
 
 def calibration_scenario(scenario: Scenario) -> Scenario:
     """The stream a threshold for ``scenario`` is chosen on: the same tasks, memory and keys with
-    ``data_seed`` + 1 (other images of the same classes), long enough to hold returns. A cyclic or
+    ``data_seed`` + 1 (another draw of the same classes' images), long enough to hold returns. A cyclic or
     sequential stream becomes :data:`CALIBRATION_CYCLES` cycles of the tasks; a random or Zipf
     stream keeps its schedule with at least that many cycles' worth of phases. So one threshold
     serves every number of cycles of a cyclic stream, and a stream without returns of its own
@@ -88,18 +93,23 @@ def calibration_scenario(scenario: Scenario) -> Scenario:
 
 
 @functools.lru_cache(maxsize=32)
-def calibrated_threshold(scenario: Scenario, cache: str | None = None) -> float:
+def calibrated_threshold(scenario: Scenario, cache: str | None = None, data_root: str | None = None) -> float:
     """The similarity rule's threshold for ``scenario``, chosen on :func:`calibration_scenario` (another
     ``data_seed``), so that it is never tuned on the stream it is tested on.
 
     An oracle runs :data:`CALIBRATION_EPISODES` episodes there; at every boundary where the memory
     holds entries, the top entry's similarity (as the controller sees it) and whether it is the
     task's own are recorded; :func:`best_threshold` picks the threshold. It is cached on disk under
-    ``<cache>/calibration/`` by every field of the calibration stream (its name and description aside).
+    ``<cache>/calibration/``, keyed by every field of the calibration stream but
+    :data:`INTERFACE_FIELDS` and by a digest of its tensors (so other data, or another backbone's
+    weights, get a threshold of their own).
     """
+    from nsr_env.scenarios import prepare  # torch: needed only when a threshold is looked up
+
     calibration = calibration_scenario(scenario)
-    fields = {k: v for k, v in dataclasses.asdict(calibration).items() if k not in ("name", "description")}
-    digest = hashlib.sha256(json.dumps([THRESHOLD_FORMAT, fields], sort_keys=True, default=str).encode())
+    data = prepare(calibration, cache=cache, data_root=data_root, progress=False)
+    fields = {k: v for k, v in dataclasses.asdict(calibration).items() if k not in INTERFACE_FIELDS}
+    digest = hashlib.sha256(json.dumps([THRESHOLD_FORMAT, fields, data.digest], sort_keys=True, default=str).encode())
     path = cache_dir(cache) / "calibration" / f"threshold-{digest.hexdigest()[:20]}.json"
 
     def stored() -> float | None:
@@ -113,18 +123,19 @@ def calibrated_threshold(scenario: Scenario, cache: str | None = None) -> float:
     with exclusive(path):  # another process may be calibrating the same stream: wait for it, then read
         if (threshold := stored()) is not None:
             return threshold
-        record = {"scenario": scenario.name, **_calibrate_threshold(calibration, cache)}
+        record = {"scenario": scenario.name, **_calibrate_threshold(data)}
         threshold = record["threshold"]
         atomic_write(path, lambda temporary: temporary.write_text(json.dumps(record)))
     return threshold
 
 
-def _calibrate_threshold(calibration: Scenario, cache: str | None) -> dict:
-    """:func:`best_threshold` over the boundaries of :data:`CALIBRATION_EPISODES` oracle episodes of
-    ``calibration``, with how many boundaries it saw and at how many the top entry was the task's own."""
+def _calibrate_threshold(data: ScenarioData) -> dict:
+    """:func:`best_threshold` over the boundaries of :data:`CALIBRATION_EPISODES` oracle episodes of the
+    calibration stream ``data``, with how many boundaries it saw and at how many the top entry was the
+    task's own."""
     from nsr_env.envs.nsr import NSREnv  # torch: needed only when a threshold is calibrated
 
-    env = NSREnv(calibration, cache=cache)
+    env = NSREnv(data.scenario, data=data)
     oracle = OracleAgent(env)
     top, correct = [], []
     for seed in range(CALIBRATION_EPISODES):

@@ -67,6 +67,7 @@ class TaskData:
     eval_labels: torch.Tensor
     probe_inputs: torch.Tensor  # (M, P, in): unlabelled images apart from training and held-out ones
     probe_base: torch.Tensor  # (M, P, out)
+    probe_labels: torch.Tensor  # (M,) local labels: only a labelled probe (``probe_labels=True``) shows them
     key: torch.Tensor  # the embedding of the training data (see :func:`embed`): what a memory entry stores
     family: str = ""  # tasks of one non-empty family are versions of each other (one class pair at other angles)
 
@@ -217,6 +218,37 @@ class ContinualLearner:
             return stored.factors, *stored.head
         head = self.heads.get(task) if self.config.heads == "task" else None
         return () if head is None else tuple(head)
+
+    def zero_shot_accuracy(
+        self, positions: list[int], inputs: torch.Tensor, base: torch.Tensor, labels: torch.Tensor, num_classes: int
+    ) -> torch.Tensor:
+        """Accuracy of each memory entry at ``positions`` on labelled samples of a task with ``num_classes``
+        classes, as a recall would load it (its adapter into a slot, its head), in one batched pass:
+        ``inputs`` (n, P, in) and ``base`` (n, P, out), local ``labels`` (n,). An entry whose head has
+        another number of classes scores 0 (a recall would give the task a new head). Counts no use."""
+        stored = [self.memory.peek(position) for position in positions]
+        if not stored:
+            return torch.zeros(0)
+        n, per_sample, in_features = inputs.shape
+        width = max(item.factors.rank for item in stored)
+        A = torch.zeros(len(stored), width, in_features)
+        B = torch.zeros(len(stored), base.shape[2], width)  # U S, so that the entry's delta is B A
+        weight = torch.zeros(len(stored), num_classes, base.shape[2])
+        bias = torch.zeros(len(stored), num_classes)
+        fits = torch.zeros(len(stored), dtype=torch.bool)
+        for row, item in enumerate(stored):
+            rank = item.factors.rank
+            A[row, :rank] = item.factors.Vh.float()
+            B[row, :, :rank] = item.factors.U.float() * item.factors.S.float()
+            if item.head.weight.shape[0] == num_classes:
+                weight[row], bias[row], fits[row] = item.head.weight.float(), item.head.bias.float(), True
+        with torch.no_grad():
+            flat = inputs.reshape(1, n * per_sample, in_features)
+            out = base.reshape(1, n * per_sample, -1) + (flat @ A.transpose(1, 2)) @ B.transpose(1, 2)
+            features = self.pool(out.view(len(stored) * n, per_sample, -1), inplace=True).view(len(stored), n, -1)
+            logits = torch.baddbmm(bias[:, None, :], features, weight.transpose(1, 2))
+            accuracy = (logits.argmax(-1) == labels[None, :]).float().mean(dim=1)
+        return torch.where(fits, accuracy, torch.zeros(()))
 
     def evaluate_all(self) -> np.ndarray:
         """Held-out accuracy of every task, as the learner would predict it now: a row of the accuracy matrix."""

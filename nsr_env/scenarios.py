@@ -79,6 +79,8 @@ class Scenario:
     probe_size: int = 0  # probe images drawn at each task boundary to key the incoming task; 0: the exact key
     key: str = "input"  # the embedding: "input", "pooled" or "arrow" (see nsr_env.learner.KEYS)
     zipf_exponent: float = 1.0  # the "zipf" schedule's popularity law, P(rank k) ~ k^-exponent
+    candidates: int = 8  # the controller recalls among the top-k entries by similarity; 0: by memory position
+    probe_labels: bool = False  # also show each candidate's zero-shot accuracy on the visit's probe, labelled
     tolerance: float = 0.03  # recovered = within this of the reference accuracy
     calibration_steps: int = 120  # decision steps of the one-slot run that defines a*
     data_seed: int = 0
@@ -116,8 +118,30 @@ class Scenario:
             )
         if self.probe_size > 0 and self.probe_per_class == 0:
             raise ValueError(f"scenario {self.name!r}: probe_size={self.probe_size} needs probe_per_class >= 1")
-        if not 0 < self.zipf_exponent < 10:
-            raise ValueError(f"scenario {self.name!r}: zipf_exponent={self.zipf_exponent} must be in (0, 10)")
+        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 0:
+            raise ValueError(
+                f"scenario {self.name!r}: candidates={self.candidates!r} must be an integer >= 0 (0: recall by "
+                "memory position)"
+            )
+        if not isinstance(self.probe_labels, bool):
+            raise ValueError(f"scenario {self.name!r}: probe_labels={self.probe_labels!r} must be True or False")
+        if self.probe_labels and (self.candidates == 0 or self.probe_size == 0):
+            raise ValueError(
+                f"scenario {self.name!r}: probe_labels=True scores candidates on the visit's probe images; it needs "
+                f"candidates >= 1 and probe_size >= 1 (got candidates={self.candidates}, probe_size={self.probe_size})"
+            )
+        exponent = self.zipf_exponent
+        if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or not 0 < exponent < 10:
+            raise ValueError(f"scenario {self.name!r}: zipf_exponent={exponent!r} must be a number in (0, 10)")
+
+    def check_probe_split(self, smallest: int) -> None:
+        """One ValueError naming ``probe_size`` when the smallest probe split (``smallest`` images) cannot
+        hold a visit's probe; task sources call it as soon as they know their subsets, before extraction."""
+        if self.probe_size > smallest:
+            raise ValueError(
+                f"scenario {self.name!r}: probe_size={self.probe_size} is larger than the smallest probe split "
+                f"({smallest} images); lower probe_size or raise probe_per_class"
+            )
 
     @property
     def num_phases(self) -> int:
@@ -182,10 +206,10 @@ def register_scenario(scenario: Scenario, env_id: str | None = None) -> Scenario
         raise ValueError(f"scenario {scenario.name!r} is already registered; choose another name")
     if env_id in ENV_IDS:
         raise ValueError(f"environment id {env_id!r} already belongs to scenario {ENV_IDS[env_id]!r}; pass env_id=")
-    SCENARIOS[scenario.name] = scenario
-    ENV_IDS[env_id] = scenario.name
     if env_id in registry and registry[env_id].kwargs.get("scenario") != scenario.name:
         raise ValueError(f"Gymnasium already has an environment {env_id!r} of another origin; pass env_id=")
+    SCENARIOS[scenario.name] = scenario
+    ENV_IDS[env_id] = scenario.name
     if env_id not in registry:
         register(id=env_id, entry_point="nsr_env.envs.nsr:NSREnv", kwargs={"scenario": scenario.name})
     return scenario
@@ -202,14 +226,19 @@ def env_id_of(scenario: str) -> str:
 FIELDS = tuple(field.name for field in dataclasses.fields(Scenario))
 
 
-def make_scenario(name: str, /, **overrides) -> Scenario:
-    """The registered scenario ``name`` with some fields replaced, e.g. ``cycles=2``."""
-    if name not in SCENARIOS:
-        raise ValueError(f"scenario name {name!r} is unknown; registered: {sorted(SCENARIOS)}")
+def make_scenario(scenario: str | Scenario, /, **overrides) -> Scenario:
+    """The registered scenario named ``scenario`` (or a :class:`Scenario` itself) with some fields
+    replaced, e.g. ``cycles=2``; an unknown name or field raises one ValueError naming it."""
+    if isinstance(scenario, str):
+        if scenario not in SCENARIOS:
+            raise ValueError(f"scenario name {scenario!r} is unknown; registered: {sorted(SCENARIOS)}")
+        scenario = SCENARIOS[scenario]
     unknown = sorted(set(overrides) - set(FIELDS[1:]))  # ``name`` is the registry key, not an override
     if unknown:
-        raise ValueError(f"scenario {name!r} has no field {unknown[0]!r} to override; fields: {', '.join(FIELDS[1:])}")
-    return dataclasses.replace(SCENARIOS[name], **overrides)
+        raise ValueError(
+            f"scenario {scenario.name!r} has no field {unknown[0]!r} to override; fields: {', '.join(FIELDS[1:])}"
+        )
+    return dataclasses.replace(scenario, **overrides)
 
 
 register_scenario(

@@ -22,7 +22,7 @@ def per_visit(steps: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_the_registry_names_every_family():
-    assert set(agents.AGENTS) == {*RULES, "ppo", "maskable_ppo"}
+    assert set(agents.AGENTS) == {*RULES, "probe", "ppo", "maskable_ppo"}
     env = gym.make("nsr_env/NSR-Synthetic-v0")
     with pytest.raises(ValueError, match="agent name 'smart' is unknown"):
         agents.make("smart", env)

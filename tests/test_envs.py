@@ -164,17 +164,20 @@ def test_masks_follow_the_phase_and_the_bank():
 
 
 @pytest.mark.parametrize(
-    ("action", "message"),
+    ("candidates", "action", "message"),
     [
-        ([2, 0], r"action slot=2 is out of range: there are 2 slots"),
-        ([0, 10], r"action recall=10 is out of range"),
-        ([0, 2], r"action recall=2 is masked: bank position 0 is empty"),
-        ([0.5, 1], r"must be two integers"),
-        ([0, 1, 2], r"must be two integers"),
+        (8, [2, 0], r"action slot=2 is out of range: there are 2 slots"),
+        (8, [0, 10], r"action recall=10 is out of range: 0 = fresh, 1 = keep, 2..9 = candidates"),
+        (3, [0, 5], r"action recall=5 is out of range: 0 = fresh, 1 = keep, 2..4 = candidates"),
+        (0, [0, 10], r"action recall=10 is out of range: 0 = fresh, 1 = keep, 2..9 = bank positions"),
+        (8, [0, 2], r"action recall=2 is masked: candidate 0 is missing; this boundary offers none"),
+        (0, [0, 2], r"action recall=2 is masked: bank position 0 is empty"),
+        (8, [0.5, 1], r"must be two integers"),
+        (8, [0, 1, 2], r"must be two integers"),
     ],
 )
-def test_invalid_actions_raise_one_error_naming_the_part(action, message):
-    env = gym.make("nsr_env/NSR-Synthetic-v0", strict=True, **FAST)
+def test_invalid_actions_raise_one_error_naming_the_part(candidates, action, message):
+    env = gym.make("nsr_env/NSR-Synthetic-v0", strict=True, candidates=candidates, **FAST)
     env.reset(seed=0)
     with pytest.raises(ValueError, match=message):
         env.step(np.array(action))
@@ -199,7 +202,8 @@ def test_recovery_steps_are_zero_when_a_task_recalls_its_own_entry():
         task = info["hidden_task_id"]
         if env.at_boundary:
             position = env.learner.entry_of(task)
-            action = [step // env.scenario.phase_length % 2, 0 if position is None else 2 + position]
+            code = None if position is None else env.recall_code(position)
+            action = [step // env.scenario.phase_length % 2, 0 if code is None else code]
         else:
             action = [env.current_slot, 1]
         _, _, _, _, info = env.step(np.array(action))

@@ -2,8 +2,10 @@
 
 At the first step of every phase (a task boundary) the controller's action
 ``[slot, recall]`` places the phase's task: ``recall`` 0 starts the slot fresh, 1 keeps
-it as it is (sharing it with its earlier users, under the protection rule), 2 + i recalls bank
-position i. Inside a phase the task keeps training where it is; the only valid action
+it as it is (sharing it with its earlier users, under the protection rule), 2 + j recalls
+candidate j, the j-th most similar memory entry (``candidates=k``, the default; see
+:mod:`nsr_env.envs.candidates`), or with ``candidates=0`` memory position j. Inside a phase
+the task keeps training where it is; the only valid action
 there is "continue" (its own slot, keep). At the last step of a phase the slot is
 compressed into the bank, so the observation and the mask always describe the bank as the
 next action will find it.
@@ -30,7 +32,6 @@ so that random actions, as the Gymnasium and SB3 checkers send, are legal;
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
 from typing import ClassVar
@@ -41,6 +42,7 @@ import torch
 from gymnasium import spaces
 
 from nsr_env import measures
+from nsr_env.envs.candidates import EntryLedger, candidate_block, candidate_sizes, rank_candidates
 from nsr_env.learner import FRESH, KEEP, embed
 from nsr_env.lowrank import arrow_score, compress
 from nsr_env.prepared import ScenarioData, prepare
@@ -67,25 +69,31 @@ class NSREnv(gym.Env):
         strict: bool = False,
         cache: str | Path | None = None,
         data_root: str | Path | None = None,
+        data: ScenarioData | None = None,
         **overrides,
     ) -> None:
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode={render_mode!r} is not supported; use None, 'ansi' or 'rgb_array'")
-        if isinstance(scenario, Scenario):
-            self.scenario = dataclasses.replace(scenario, **overrides)
-        else:
-            self.scenario = make_scenario(scenario, **overrides)
-        self.data = _prepared(
-            self.scenario, None if cache is None else str(cache), None if data_root is None else str(data_root)
-        )
+        self.scenario = make_scenario(scenario, **overrides)
+        if data is None:  # envs of one process share a scenario's prepared tensors
+            data = _prepared(
+                self.scenario, None if cache is None else str(cache), None if data_root is None else str(data_root)
+            )
+        elif data.scenario != self.scenario:
+            raise ValueError(f"data= was prepared for scenario {data.scenario.name!r}, not for this env's scenario")
+        self.data = data
         self.render_mode = render_mode
         self.strict = strict
-        self.cache = cache
+        self.cache, self.data_root = cache, data_root
         S, K = self.scenario.slots, self.scenario.bank_capacity
-        self.action_space = spaces.MultiDiscrete([S, Recall.BANK + K])
-        sizes = {
+        k = self.candidates = min(self.scenario.candidates, K)  # never more candidates than memory positions
+        self.action_space = spaces.MultiDiscrete([S, Recall.BANK + (k or K)])
+        positions = {
             "bank_similarity": K,  # similarity of the incoming task's observed key to each entry; -1 where empty
             "bank_occupied": K,
+        }
+        sizes = {
+            **(candidate_sizes(k, self.scenario.probe_labels) if k else positions),
             "slot_similarity": S,  # ... to the key of each slot's latest task; -1 for an unused slot
             "slot_used": S,
             "slot_staleness": S,  # steps since the slot last trained / episode length; 1 if never
@@ -118,6 +126,7 @@ class NSREnv(gym.Env):
         self.recovery = -1
         self.accuracy = 0.0
         self.current_slot: int | None = None
+        self.ledger = EntryLedger.empty(scenario.bank_capacity)
         self._static = None
         self._observe_visit()
         return self._observation(), self._info(accuracy=0.0, regret=0.0, boundary=False, slot=-1, recall=-1)
@@ -144,10 +153,11 @@ class NSREnv(gym.Env):
         recalled_task, rank = -1, -1
         if boundary:
             rank = self.visit_rank
-            position = Recall.position(recall)
+            position = self._recalled_position(recall)
             choice = FRESH if recall == Recall.FRESH else KEEP if recall == Recall.KEEP else position
             if position is not None:
                 recalled_task = self.learner.memory.task_at(position)
+                self.ledger.recalled(position)
             self.learner.begin_phase(task, slot, choice)
             self.current_slot = slot
             self.slot_latest_task[slot] = task
@@ -164,9 +174,14 @@ class NSREnv(gym.Env):
         self.step_index += 1
         terminated = self.step_index == self.scenario.num_steps
         if steps_into_phase == L:
-            self.learner.end_phase()
+            own = self.learner.entry_of(task)
+            written = self.learner.end_phase()
+            occupied = self.learner.memory.occupied.numpy()
+            self.ledger.wrote(written, self.step_index, self.accuracy, written != own, occupied)
             self.current_slot = None
-            if not terminated:
+            if terminated:  # no next task: the last visit's key, scored against the memory as it is now
+                self._score_visit()
+            else:
                 self._observe_visit()
         if boundary or steps_into_phase == L:
             self._static = None
@@ -176,23 +191,60 @@ class NSREnv(gym.Env):
 
     def _observe_visit(self) -> None:
         """Key the incoming task as a controller can: from ``probe_size`` images of its probe split, drawn
-        afresh for this visit (or its exact training key when ``probe_size`` is 0), and score every memory
-        entry against it. Also the hidden rank of the task's own entry among them, for analysis."""
-        scenario, learner = self.scenario, self.learner
-        task = learner.tasks[self.current_task]
+        afresh for this visit (or its exact training key when ``probe_size`` is 0), then score the memory."""
+        scenario = self.scenario
+        task = self.learner.tasks[self.current_task]
         if scenario.probe_size == 0:
             self.visit_inputs, self.visit_key = None, task.key
         else:
             chosen = torch.from_numpy(self.np_random.choice(len(task.probe_inputs), scenario.probe_size, replace=False))
             inputs, base = task.probe_inputs[chosen], task.probe_base[chosen]
+            self.visit_probe = inputs, base, task.probe_labels[chosen]
             self.visit_inputs = inputs.reshape(-1, inputs.shape[-1])
             self.visit_key = embed(inputs, base, scenario.key, self.data.pool_kind)
+        self._score_visit()
+
+    def _score_visit(self) -> None:
+        """Score every memory entry against the visit's key, rank them as the interface does (similarity,
+        ties: the most recently written first with ``candidates``, the lowest position without), and
+        keep the candidates and their labelled-probe accuracies. Also the hidden rank of the task's own
+        entry in that order, for analysis."""
+        scenario, learner = self.scenario, self.learner
         if scenario.key == "arrow":
             self.visit_similarity = learner.memory.route_scores(self.visit_inputs)
         else:
             self.visit_similarity = learner.memory.similarities(self.visit_key)
+        occupied, similarity = learner.memory.occupied.numpy(), self.visit_similarity.numpy()
+        if scenario.candidates:
+            order = rank_candidates(similarity, occupied, self.ledger.written, scenario.bank_capacity)
+            self.candidate_positions = order[: self.candidates]
+        else:
+            positions = np.flatnonzero(occupied)
+            order = positions[np.argsort(-similarity[positions], kind="stable")].tolist()
         own = learner.memory.position_of(self.current_task)
-        self.visit_rank = -1 if own is None else int((self.visit_similarity > self.visit_similarity[own]).sum())
+        self.visit_rank = -1 if own is None else order.index(own)
+        if scenario.probe_labels:  # one batched pass over the candidates, counted in the step's time
+            task = learner.tasks[self.current_task]
+            self.candidate_probe = learner.zero_shot_accuracy(
+                self.candidate_positions, *self.visit_probe, task.num_classes
+            ).numpy()
+
+    def _recalled_position(self, recall: int) -> int | None:
+        """The memory position a (valid) recall code recalls at this boundary; None for fresh and keep."""
+        index = Recall.position(recall)
+        if index is None or not self.scenario.candidates:
+            return index
+        return self.candidate_positions[index]
+
+    def recall_code(self, position: int) -> int | None:
+        """The recall code that recalls memory ``position`` at this boundary, or None when it is not
+        offered (empty, or with ``candidates`` not among them)."""
+        if not self.learner.memory.occupied[position]:
+            return None
+        if not self.scenario.candidates:
+            return Recall.of_position(position)
+        offered = self.candidate_positions
+        return Recall.of_position(offered.index(position)) if position in offered else None
 
     def _relevant(self, task: int, recalled: int) -> int:
         """1 when the recalled entry is the task's own or of its family (e.g. the same pair at another angle),
@@ -206,12 +258,14 @@ class NSREnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """Valid choices per action dimension, concatenated ([slot] + [recall]), as MaskablePPO expects."""
-        S, K = self.scenario.slots, self.scenario.bank_capacity
-        slots, recalls = np.zeros(S, dtype=bool), np.zeros(Recall.BANK + K, dtype=bool)
+        S, choices = self.action_space.nvec
+        slots, recalls = np.zeros(S, dtype=bool), np.zeros(choices, dtype=bool)
         if self.learner is None or self.at_boundary:
             slots[:] = True
             recalls[[Recall.FRESH, Recall.KEEP]] = True
-            if self.learner is not None:
+            if self.learner is not None and self.scenario.candidates:
+                recalls[Recall.BANK : Recall.BANK + len(self.candidate_positions)] = True
+            elif self.learner is not None:
                 recalls[Recall.BANK :] = self.learner.memory.occupied.numpy()
         else:
             slots[self.current_slot] = True
@@ -227,9 +281,8 @@ class NSREnv(gym.Env):
         if not 0 <= slot < S:
             raise ValueError(f"action slot={slot} is out of range: there are {S} slots (0..{S - 1})")
         if not 0 <= recall < choices:
-            raise ValueError(
-                f"action recall={recall} is out of range: 0 = fresh, 1 = keep, 2..{choices - 1} = bank positions"
-            )
+            what = "candidates" if self.scenario.candidates else "bank positions"
+            raise ValueError(f"action recall={recall} is out of range: 0 = fresh, 1 = keep, 2..{choices - 1} = {what}")
         mask = self.action_masks()
         slot_ok, recall_ok = mask[slot], mask[S + recall]
         if slot_ok and recall_ok:
@@ -239,6 +292,13 @@ class NSREnv(gym.Env):
                 raise ValueError(
                     f"action {[slot, recall]} is masked: inside a phase the only valid action is to continue, "
                     f"[{self.current_slot}, 1] (its slot, keep)"
+                )
+            if self.scenario.candidates:
+                offered = len(self.candidate_positions)
+                offer = f"{offered} candidate(s), recall 2..{1 + offered}" if offered else "none: the memory is empty"
+                raise ValueError(
+                    f"action recall={recall} is masked: candidate {Recall.position(recall)} is missing; this boundary "
+                    f"offers {offer}"
                 )
             raise ValueError(
                 f"action recall={recall} is masked: bank position {Recall.position(recall)} is empty; "
@@ -265,9 +325,13 @@ class NSREnv(gym.Env):
         scenario, learner, layout = self.scenario, self.learner, self.observation_layout
         observation = np.zeros(self.observation_space.shape, dtype=np.float32)
         occupied = learner.memory.occupied
-        similarities = self.visit_similarity.clamp(-1, 1).masked_fill(~occupied, -1.0)
-        observation[layout["bank_similarity"]] = similarities.numpy()
-        observation[layout["bank_occupied"]] = occupied.numpy()
+        if scenario.candidates:
+            for part, values in self._candidate_block().items():
+                observation[layout[part]] = values
+        else:
+            similarities = self.visit_similarity.clamp(-1, 1).masked_fill(~occupied, -1.0)
+            observation[layout["bank_similarity"]] = similarities.numpy()
+            observation[layout["bank_occupied"]] = occupied.numpy()
         used = self.slot_latest_task >= 0
         if scenario.key == "arrow":
             slot_similarity = np.array([arrow_score(compress(learner.slots.adapter(s), rank=learner.slots.rank),
@@ -282,6 +346,18 @@ class NSREnv(gym.Env):
         observation[layout["task_boundary"]] = self.at_boundary and self.step_index < scenario.num_steps
         observation[layout["bank_fill"]] = len(learner.memory) / scenario.bank_capacity
         return observation
+
+    def _candidate_block(self) -> dict[str, np.ndarray]:
+        scenario, memory = self.scenario, self.learner.memory
+        positions = self.candidate_positions
+        in_slot = [self.learner.slot_of(memory.task_at(position)) is not None for position in positions]
+        block = candidate_block(
+            positions, self.candidates, self.visit_similarity.numpy(), self.ledger, in_slot, self.step_index,
+            scenario.num_steps, scenario.num_phases, self.candidate_probe if scenario.probe_labels else None,
+        )  # fmt: skip
+        if scenario.probe_labels:
+            block["probe_chance"] = np.array([1 / self.learner.tasks[self.current_task].num_classes])
+        return block
 
     def _info(
         self, accuracy, regret, boundary, slot, recall, coerced=False, trained_task=-1, recalled_task=-1, rank=-1
@@ -325,6 +401,8 @@ class NSREnv(gym.Env):
             lines.append(f" {marker}slot {slot}: tasks {sorted(users) or '-'}")
         for position in range(scenario.bank_capacity):
             lines.append(f"  bank {position}: {learner.memory.describe(position)}")
+        if scenario.candidates and self.at_boundary:
+            lines.append(f"  candidates (best first): positions {self.candidate_positions}")
         accuracies = " ".join(f"{a:.2f}" for a in learner.evaluate_all())
         lines.append(f"  accuracy per task: {accuracies}")
         return "\n".join(lines) + "\n"
