@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from analysis.capabilities import agent_order
@@ -34,16 +35,7 @@ def metric_table(summary: pd.DataFrame, by_stratum: bool = False, resamples: int
         row = dict(zip(groups, key, strict=True))
         if by_stratum:
             row.update(group.iloc[0][list(STRATUM_COLUMNS)].to_dict())
-        for metric, label in METRICS.items():
-            valid = group.dropna(subset=[metric])
-            strata = [g[metric].to_numpy() for _, g in valid.groupby("stratum", sort=True)]
-            estimates = {name: math.nan for name in ("mean", "ci_low", "ci_high", "iqm", "iqm_low", "iqm_high")}
-            if strata:
-                for name, statistic in (("mean", mean), ("iqm", iqm)):
-                    value, low, high = stratified_bootstrap(strata, statistic, resamples, seed=seed)
-                    low_name, high_name = ("ci_low", "ci_high") if name == "mean" else ("iqm_low", "iqm_high")
-                    estimates |= {name: float(value), low_name: float(low), high_name: float(high)}
-            rows.append({**row, "metric": metric, "label": label, "n_runs": len(valid), **estimates})
+        rows.extend({**row, **estimates} for estimates in _estimates(group, resamples, seed))
     table = pd.DataFrame(rows)
     order = {agent: i for i, agent in enumerate(agent_order(frame))}
     sort = ["agent", "stratum"] if by_stratum else ["agent"]
@@ -51,6 +43,34 @@ def metric_table(summary: pd.DataFrame, by_stratum: bool = False, resamples: int
     return table.sort_values(
         sort, key=lambda c: c.map(order if c.name == "agent" else strata_rank), kind="stable"
     ).reset_index(drop=True)
+
+
+def _mean_and_iqm(values: np.ndarray, axis: int) -> np.ndarray:
+    return np.stack([mean(values, axis), iqm(values, axis)])
+
+
+def _estimates(runs: pd.DataFrame, resamples: int, seed: int) -> list[dict]:
+    """One record per metric of ``runs`` (one agent's): mean and IQM with their intervals.
+
+    Metrics that are missing (NaN) for the same runs share one bootstrap of a vector statistic,
+    so a table costs a few bootstraps per agent rather than two per metric.
+    """
+    missing = runs[list(METRICS)].isna()
+    shared: dict[tuple[bool, ...], list[str]] = {}
+    for metric in METRICS:
+        shared.setdefault(tuple(missing[metric]), []).append(metric)
+    records = {}
+    for metrics in shared.values():
+        valid = runs[~missing[metrics[0]]]
+        names = ("mean", "ci_low", "ci_high", "iqm", "iqm_low", "iqm_high")
+        estimates = np.full((len(names), len(metrics)), math.nan)
+        if len(valid):
+            strata = [g[metrics].to_numpy(dtype=float) for _, g in valid.groupby("stratum", sort=True)]
+            value, low, high = stratified_bootstrap(strata, _mean_and_iqm, resamples, seed=seed)
+            estimates = np.stack([value[0], low[0], high[0], value[1], low[1], high[1]])
+        for i, metric in enumerate(metrics):
+            records[metric] = {"n_runs": len(valid), **dict(zip(names, map(float, estimates[:, i]), strict=True))}
+    return [{"metric": metric, "label": label, **records[metric]} for metric, label in METRICS.items()]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

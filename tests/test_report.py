@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rliable import metrics as rliable_metrics
 from scipy.stats import trim_mean
 
 from analysis.capabilities import agent_order, colours, reference_agent
@@ -20,7 +21,7 @@ from analysis.figures import regret_curves
 from analysis.metrics import average_accuracy, backward_transfer, forgetting
 from analysis.report import write_report
 from analysis.results import CAPABILITY_COLUMNS, SWEEP_HINT, load_results
-from analysis.stats import iqm, mean, stratified_bootstrap
+from analysis.stats import iqm, mean, probability_of_improvement, stratified_bootstrap
 from analysis.tables import metric_table
 from analysis.theorem1 import excess_regret, theorem1_fit
 
@@ -149,6 +150,23 @@ def test_iqm_is_scipys_quarter_trimmed_mean(n):
     assert iqm(values) == pytest.approx(trim_mean(values, 0.25))
 
 
+def test_mean_and_iqm_along_an_axis_are_rliables_per_column():
+    values = np.random.default_rng(4).lognormal(size=(9, 5))
+    for ours, theirs in ((mean, rliable_metrics.aggregate_mean), (iqm, rliable_metrics.aggregate_iqm)):
+        np.testing.assert_allclose(ours(values, 0), [theirs(values[:, [j]]) for j in range(5)])
+        np.testing.assert_allclose(ours(values.T, 1), ours(values, 0))
+
+
+def test_a_stacked_statistic_gives_each_part_its_own_bootstrap():
+    strata = [np.random.default_rng(5).normal(size=(6, 3)), np.random.default_rng(6).normal(size=(4, 3))]
+    value, low, high = stratified_bootstrap(strata, lambda v, axis: np.stack([mean(v, axis), iqm(v, axis)]), seed=2)
+    assert value.shape == low.shape == high.shape == (2, 3)
+    for row, statistic in enumerate((mean, iqm)):  # the same seeds are drawn, so the intervals are the same
+        alone = stratified_bootstrap(strata, statistic, seed=2)
+        for stacked, single in zip((value, low, high), alone, strict=True):
+            np.testing.assert_allclose(stacked[row], single)
+
+
 def test_bootstrap_of_two_values_by_hand():
     # resampled means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4: the 2.5% and 97.5% quantiles are 0 and 1
     estimate, low, high = stratified_bootstrap([[0.0, 1.0]], resamples=2000, seed=0)
@@ -162,7 +180,7 @@ def test_seeds_are_resampled_within_strata_only():
     assert low < 0.5 < high
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     st.lists(st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=8), min_size=1, max_size=4),
     st.integers(0, 2**32 - 1),
@@ -190,13 +208,23 @@ def test_bootstrap_is_deterministic_given_its_seed():
     assert stratified_bootstrap(strata, seed=7)[1:] != stratified_bootstrap(strata, seed=8)[1:]
 
 
-def test_vector_observations_are_bootstrapped_column_by_column_with_the_same_draws():
+def test_vector_observations_get_pointwise_intervals():
     curves = np.random.default_rng(2).normal(size=(5, 3)).cumsum(axis=1)
-    estimate, low, high = stratified_bootstrap([curves], seed=3)
-    for column in range(3):
-        assert (estimate[column], low[column], high[column]) == pytest.approx(
-            stratified_bootstrap([curves[:, column]], seed=3)
-        )
+    estimate, low, high = stratified_bootstrap([curves, curves[:2] + 1], seed=3)
+    assert estimate.shape == low.shape == high.shape == (3,)
+    pooled = np.concatenate([curves, curves[:2] + 1])
+    np.testing.assert_allclose(estimate, pooled.mean(axis=0))
+    assert (low <= estimate).all() and (estimate <= high).all() and (low >= pooled.min(axis=0)).all()
+    assert (high <= pooled.max(axis=0)).all() and (high > low).all()
+
+
+def test_probability_of_improvement_is_rliables_with_an_interval():
+    better, worse = np.arange(5.0) + 10, np.arange(5.0)
+    assert probability_of_improvement(better, worse) == (1.0, 1.0, 1.0)  # every run of one beats every run of the other
+    estimate, low, high = probability_of_improvement([0.0, 1.0, 2.0], [1.0, 1.0, 1.0], seed=1)
+    assert estimate == pytest.approx(0.5) and low < 0.5 < high  # one above, one tied (counts half), one below
+    with pytest.raises(ValueError, match="finite scores for at least one run on each side"):
+        probability_of_improvement([], [1.0])
 
 
 @pytest.mark.parametrize(
@@ -444,7 +472,7 @@ def test_regret_curves_end_at_each_runs_cumulative_regret(results_dir, summary):
 def test_write_report_writes_every_table_and_figure(written, results_dir):
     out = results_dir / "report"
     names = {p.name for p in written.tables + written.figures}
-    for stem in ("metrics", "metrics_by_stratum", "paper_vs_ours", "theorem1"):
+    for stem in ("metrics", "metrics_by_stratum", "paper_vs_ours", "theorem1", "falsification"):
         assert {f"{stem}.md", f"{stem}.csv"} <= names
     for stem in ("regret_curves", "recovery_steps", "accuracy_matrices", "allocation", "theorem1"):
         assert (out / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
@@ -457,6 +485,10 @@ def test_write_report_writes_every_table_and_figure(written, results_dir):
     assert theorem.loc["fresh", "slope"] == pytest.approx(1.0, rel=0.05)
     index = (out / "report.md").read_text()
     assert "![theorem1](theorem1.png)" in index and "| bank memory per task | 0.29 MB | 0.0359 MB |" in index
+    verdict = pd.read_csv(out / "falsification.csv")  # ppo relearns 10% on returns, similarity nothing
+    assert verdict[["stratum", "best_challenger"]].values.tolist() == [["synthetic M=3 T=2", "ppo"]]
+    assert verdict["verdict"].iloc[0] == "no verdict: 3 paired seeds, a verdict needs 5" and "falsification" in index
+    assert pd.read_csv(out / "falsification_pairs.csv")["clearly_worse"].tolist() == [True]
 
 
 def test_report_skips_what_the_results_cannot_support(tmp_path):
@@ -469,6 +501,7 @@ def test_report_skips_what_the_results_cannot_support(tmp_path):
     (root / "matrices.json").write_text(json.dumps({k: v for k, v in matrices.items() if k.startswith("fresh")}))
     report = write_report(root, resamples=50)
     assert any("no runs of an agent that reads the hidden task labels" in s for s in report.skipped)
+    assert any(s.startswith("falsification table: no stratum") for s in report.skipped)
     assert not (root / "report" / "theorem1.png").exists()  # a stale figure is not left beside the new ones
     assert not (root / "report" / "metrics_by_stratum.md").exists()  # a single stratum
     assert (root / "report" / "accuracy_matrices.png").exists()  # fresh's matrix alone; similarity's is skipped
