@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
-from sb3_contrib import MaskablePPO
+from sb3_contrib import MaskablePPO, RecurrentPPO
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback, EvalCallback
@@ -86,6 +86,13 @@ class PPOAgent(Agent):
             path = Path(path)
             if not path.is_file() and not path.with_suffix(".zip").is_file():
                 raise ValueError(f"path={str(path)!r}: no saved model there; train one with `nsr train-ppo --out DIR`")
+            config = path.parent / "config.json"
+            trained_as = json.loads(config.read_text()).get("agent") if config.is_file() else None
+            if trained_as not in (None, self.name):
+                raise ValueError(
+                    f"path={str(path)!r} holds a {trained_as} model ({config}); load it with "
+                    f"agents.make({trained_as!r}, env, path=...)"
+                )
             model = self.algorithm.load(path, device="cpu")
             normalizer = ObservationNormalizer.load(path.parent)
         self.model, self.deterministic, self.normalizer = model, deterministic, normalizer
@@ -109,7 +116,7 @@ class PPOAgent(Agent):
     @classmethod
     def train(cls, env_id: str, timesteps: int, out: str | Path, **kwargs) -> Path:
         """Train a model for this agent with :func:`train_ppo` (``nsr sweep`` calls this); returns its path."""
-        return train_ppo(env_id, timesteps, out, maskable=cls.algorithm is MaskablePPO, **kwargs)
+        return train_ppo(env_id, timesteps, out, agent=cls.name, **kwargs)
 
     def place(self, observation: np.ndarray, info: dict) -> np.ndarray:
         return self.act(observation, info)  # the policy decides at every step, boundaries included
@@ -134,6 +141,31 @@ class MaskablePPOAgent(PPOAgent):
             self.observe(observation), action_masks=info["action_mask"], deterministic=self.deterministic
         )
         return action
+
+
+@register_agent
+class RecurrentPPOAgent(PPOAgent):
+    """Acts with a trained sb3-contrib RecurrentPPO model (an LSTM policy: history in the policy). Like
+    plain PPO it does not see the mask; masked actions are coerced."""
+
+    name = "recurrent_ppo"
+    algorithm = RecurrentPPO
+
+    def reset(self) -> None:
+        self.state, self.episode_start = None, np.ones(1, dtype=bool)
+
+    def act(self, observation: np.ndarray, info: dict) -> np.ndarray:
+        action, self.state = self.model.predict(
+            self.observe(observation), state=self.state, episode_start=self.episode_start,
+            deterministic=self.deterministic,
+        )  # fmt: skip
+        self.episode_start = np.zeros(1, dtype=bool)
+        return action
+
+
+ALGORITHMS = {"ppo": (PPO, "MlpPolicy"), "maskable_ppo": (MaskablePPO, "MlpPolicy"),
+              "recurrent_ppo": (RecurrentPPO, "MlpLstmPolicy")}  # fmt: skip
+"""Each learned agent's algorithm and policy."""
 
 
 class ContinualLearningLogger(BaseCallback):
@@ -173,12 +205,14 @@ RECIPE = {
     "n_steps": 256,
     "batch_size": 64,
     "gamma": 0.99,
-    "ent_coef": 0.01,
+    "ent_coef": 0.0,
     "learning_rate": 3e-4,
     "normalize": True,
 }
 """The defaults of :func:`train_ppo` and ``nsr train-ppo``; ``benchmarks/ppo_recipe.py`` draws the learning
 curves that chose them (see the README)."""
+RECIPE_TIMESTEPS = 40_000
+"""``nsr train-ppo``'s default budget."""
 
 
 def train_ppo(
@@ -188,7 +222,7 @@ def train_ppo(
     *,
     seed: int = 0,
     n_envs: int = 1,
-    maskable: bool = False,
+    agent: str = "maskable_ppo",
     env_kwargs: dict | None = None,
     eval_freq: int | None = None,
     checkpoint_freq: int | None = None,
@@ -197,7 +231,8 @@ def train_ppo(
     callback: BaseCallback | None = None,
     **settings,
 ) -> Path:
-    """Train (Maskable)PPO on ``env_id`` and save it to ``out/model.zip``; returns that path.
+    """Train a learned ``agent`` (``"maskable_ppo"``, ``"ppo"`` or ``"recurrent_ppo"``) on ``env_id`` and save
+    it to ``out/model.zip``; returns that path.
 
     ``out`` also receives ``config.json`` (what was trained, for reuse), tensorboard logs
     under ``out/tensorboard`` with the ``cl/...`` figures, checkpoints under
@@ -211,6 +246,10 @@ def train_ppo(
     normalize, policy_kwargs = settings.pop("normalize"), settings.pop("policy_kwargs", None)
     if timesteps < 1 or n_envs < 1:
         raise ValueError(f"timesteps={timesteps} and n_envs={n_envs} must be at least 1")
+    if agent not in ALGORITHMS:
+        raise ValueError(f"agent={agent!r} is not a learned agent; choose one of {sorted(ALGORITHMS)}")
+    maskable = agent == "maskable_ppo"
+    algorithm, policy = ALGORITHMS[agent]
     env_kwargs = dict(env_kwargs or {})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,9 +260,8 @@ def train_ppo(
     if normalize:  # the evaluation env reads the training statistics (EvalCallback syncs them)
         env = VecNormalize(env, norm_obs=True, norm_reward=False)
         eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
-    algorithm = MaskablePPO if maskable else PPO
     model = algorithm(
-        "MlpPolicy",
+        policy,
         env,
         seed=seed,
         device="cpu",
@@ -255,7 +293,7 @@ def train_ppo(
         "timesteps": timesteps,
         "seed": seed,
         "n_envs": n_envs,
-        "agent": "maskable_ppo" if maskable else "ppo",
+        "agent": agent,
         "ppo_kwargs": settings,
         "policy_kwargs": policy_kwargs,
         "normalize": normalize,

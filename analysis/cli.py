@@ -97,26 +97,47 @@ def parse_override(text: str) -> tuple[str, object]:
 def train_ppo_command(args: argparse.Namespace) -> int:
     """Train a (Maskable)PPO controller and say where it went and how it does."""
     import agents  # the CLI sits above the agents; imported here so `nsr prepare` stays light
-    from agents.ppo import train_ppo
+    from agents.ppo import RECIPE_TIMESTEPS, train_ppo
 
     env_kwargs = dict(args.set)
-    gym.make(args.env, **env_kwargs).close()  # a bad id or field fails here, before any training
+    env = gym.make(args.env, **env_kwargs)  # a bad id or field fails here, before any training
+    phase_length = env.unwrapped.scenario.phase_length
+    env.close()
+    name = "recurrent_ppo" if args.recurrent else args.agent
+    timesteps = RECIPE_TIMESTEPS if args.timesteps is None else args.timesteps
     started = time.perf_counter()
     path = train_ppo(
-        args.env, args.timesteps, args.out, seed=args.seed, n_envs=args.n_envs, maskable=args.maskable,
-        env_kwargs=env_kwargs, progress_bar=not args.no_progress,
+        args.env, timesteps, args.out, seed=args.seed, n_envs=args.n_envs, agent=name, env_kwargs=env_kwargs,
+        progress_bar=not args.no_progress,
     )  # fmt: skip
     elapsed = time.perf_counter() - started
-    name = "maskable_ppo" if args.maskable else "ppo"
-    steps = agents.evaluate(name, args.env, seeds=[args.seed + 1], agent_kwargs={"path": path}, **env_kwargs)
+    seed = args.seed + 1
+    figures = {
+        agent: _episode_figures(
+            agents.evaluate(agent, args.env, seeds=[seed], agent_kwargs=kwargs, **env_kwargs), phase_length
+        )
+        for agent, kwargs in ((name, {"path": path}), ("similarity", {}))
+    }
     print(
-        f"trained {name} on {args.env} for {args.timesteps:,} steps in {elapsed:.0f} s "
-        f"({args.timesteps / elapsed:.0f} steps/s); saved {path}\n"
-        f"one evaluation episode (seed {args.seed + 1}): cumulative regret {steps.regret.sum():.2f}, "
-        f"mean accuracy {steps.accuracy.mean():.3f}\n"
-        f"tensorboard --logdir {Path(args.out) / 'tensorboard'}"
+        f"trained {name} on {args.env} for {timesteps:,} steps in {elapsed:.0f} s "
+        f"({timesteps / elapsed:.0f} steps/s); saved {path}\n"
+        f"one evaluation episode (seed {seed}), beside the similarity rule on the same seed:\n"
+        + "".join(
+            f"  {agent}: cumulative regret {regret:.2f}, recovery steps on returns {recovery:.2f}\n"
+            for agent, (regret, recovery) in figures.items()
+        )
+        + f"tensorboard --logdir {Path(args.out) / 'tensorboard'}"
     )
     return 0
+
+
+def _episode_figures(steps, phase_length: int) -> tuple[float, float]:
+    """Cumulative regret and mean recovery steps over returning visits (NaN without one) of one episode."""
+    from nsr_env import measures
+
+    phases = steps.groupby("phase")
+    recovery = measures.returning_recovery(phases.task.first(), phases.recovery_steps.last(), phase_length)
+    return float(steps.regret.sum()), float(recovery.mean()) if recovery.size else float("nan")
 
 
 def sweep_command(args: argparse.Namespace) -> int:
@@ -207,13 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--library", action="store_true", help="prepare every library scenario: pairs, rotated, traps, mixed, long"
     )
     prep.set_defaults(run=prepare)
-    train = commands.add_parser("train-ppo", help="train a PPO or MaskablePPO controller with stable-baselines3")
+    train = commands.add_parser(
+        "train-ppo", help="train a MaskablePPO (or PPO, RecurrentPPO) controller with stable-baselines3"
+    )
     train.add_argument("--env", default="nsr_env/NSR-v0", help="environment id (default: nsr_env/NSR-v0)")
-    train.add_argument("--timesteps", type=int, required=True, help="environment steps to train for")
+    train.add_argument(
+        "--timesteps", type=int, default=None, help="environment steps to train for (default: the recipe's budget)"
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--n-envs", type=int, default=1, help="parallel environments (subprocesses when > 1)")
     train.add_argument("--out", required=True, help="folder for model.zip, config.json, tensorboard, checkpoints")
-    train.add_argument("--maskable", action="store_true", help="MaskablePPO (sb3-contrib) instead of PPO")
+    train.add_argument(
+        "--agent", choices=["maskable_ppo", "ppo", "recurrent_ppo"], default="maskable_ppo",
+        help="the learned agent (default: maskable_ppo, which samples only valid actions)",
+    )  # fmt: skip
+    train.add_argument("--maskable", action="store_true", help="the default, kept for older command lines")
+    train.add_argument("--recurrent", action="store_true", help="RecurrentPPO (sb3-contrib): history in the policy")
     train.add_argument(
         "--set", type=parse_override, action="append", default=[], metavar="FIELD=VALUE",
         help="override a scenario field, e.g. --set cycles=2 (repeatable)",

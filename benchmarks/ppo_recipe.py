@@ -33,9 +33,10 @@ VARIANTS = {
     "recipe": {},
     "sb3 defaults": SB3_DEFAULTS,
     "raw observations": {"normalize": False},
-    "no entropy bonus": {"ent_coef": 0.0},
+    "entropy bonus 0.01": {"ent_coef": 0.01},
     "n_steps 2048": {"n_steps": 2048},
-    "plain PPO": {"maskable": False},
+    "plain PPO": {"agent": "ppo"},
+    "RecurrentPPO": {"agent": "recurrent_ppo"},
 }
 """Each variant: the recipe (agents.ppo.RECIPE) with these changes."""
 
@@ -120,11 +121,10 @@ def main() -> None:
     rows: list[dict] = []
     for variant in args.variants:
         settings = {**RECIPE, **VARIANTS[variant]}
-        maskable = settings.pop("maskable", True)
-        agent = "maskable_ppo" if maskable else "ppo"
+        agent = settings.pop("agent", "maskable_ppo")
         started = time.perf_counter()
         train_ppo(
-            ENV_ID, args.timesteps, out / variant.replace(" ", "_"), seed=args.seed, maskable=maskable,
+            ENV_ID, args.timesteps, out / variant.replace(" ", "_"), seed=args.seed, agent=agent,
             tensorboard=False, callback=Curve(variant, agent, args.every, rows), **settings,
         )  # fmt: skip
         last = rows[-1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pandas as pd
@@ -22,7 +24,7 @@ def per_visit(steps: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_the_registry_names_every_family():
-    assert set(agents.AGENTS) == {*RULES, "probe", "ppo", "maskable_ppo"}
+    assert set(agents.AGENTS) == {*RULES, "probe", "ppo", "maskable_ppo", "recurrent_ppo"}
     env = gym.make("nsr_env/NSR-Synthetic-v0")
     with pytest.raises(ValueError, match="agent name 'smart' is unknown"):
         agents.make("smart", env)
@@ -89,12 +91,16 @@ def test_the_oracle_has_no_more_regret_than_similarity(default_runs):
     assert default_runs["fresh"].regret.sum() > similarity
 
 
-def test_maskable_ppo_trained_briefly_on_synthetic_beats_random(tmp_path):
-    path = agents.ppo.train_ppo("nsr_env/NSR-Synthetic-v0", 10_000, tmp_path, seed=0, maskable=True, tensorboard=False)
+def test_maskable_ppo_trained_briefly_on_synthetic_recalls_candidate_0_on_returns_and_beats_random(tmp_path):
+    path = agents.ppo.train_ppo("nsr_env/NSR-Synthetic-v0", 10_000, tmp_path, seed=0, tensorboard=False)
+    assert (tmp_path / "normalization.npz").is_file()  # the recipe normalises observations
     seeds = [100, 101, 102]
     ppo = agents.evaluate("maskable_ppo", "nsr_env/NSR-Synthetic-v0", seeds, agent_kwargs={"path": path})
     random = agents.evaluate("random", "nsr_env/NSR-Synthetic-v0", seeds)
     assert ppo.regret.sum() < random.regret.sum(), (ppo.regret.sum(), random.regret.sum())
+    returns = ppo[ppo.task_boundary & (ppo.phase >= 4)]  # synthetic: 4 tasks a cycle, never evicted
+    chance = (1 / (2 + returns.bank_size.clip(upper=8))).mean()  # fresh, keep or one of the candidates
+    assert (returns.recall == 2).mean() > chance + 0.3, ((returns.recall == 2).mean(), chance)
 
 
 def test_nsr_train_ppo_saves_a_controller_that_loads_and_acts(tmp_path, capsys):
@@ -103,7 +109,8 @@ def test_nsr_train_ppo_saves_a_controller_that_loads_and_acts(tmp_path, capsys):
         ["train-ppo", "--env", "nsr_env/NSR-Synthetic-v0", "--timesteps", "256", "--out", str(out), "--no-progress",
          "--set", "cycles=2"]
     )  # fmt: skip
-    assert code == 0 and "cumulative regret" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert code == 0 and "maskable_ppo: cumulative regret" in printed and "similarity: cumulative regret" in printed
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     (events,) = (out / "tensorboard").rglob("events.out.tfevents.*")
@@ -111,14 +118,28 @@ def test_nsr_train_ppo_saves_a_controller_that_loads_and_acts(tmp_path, capsys):
     assert {"cl/cumulative_regret", "cl/mean_accuracy", "cl/mean_recovery_steps"} <= set(logged)
     assert {"model.zip", "config.json", "tensorboard", "checkpoints", "best"} <= {p.name for p in out.iterdir()}
     env = gym.make("nsr_env/NSR-Synthetic-v0", cycles=2)
-    controller = agents.make("ppo", env, path=out / "model.zip")
+    controller = agents.make("maskable_ppo", env, path=out / "model.zip")  # the default agent of train-ppo
     observation, info = env.reset(seed=0)
     action = controller.act(observation, info)
     assert env.action_space.contains(np.asarray(action))
     with pytest.raises(ValueError, match="train it on the same slots and bank_capacity"):
-        agents.make("ppo", gym.make("nsr_env/NSR-Synthetic-v0", slots=3), path=out / "model.zip")
+        agents.make("maskable_ppo", gym.make("nsr_env/NSR-Synthetic-v0", slots=3), path=out / "model.zip")
+    with pytest.raises(ValueError, match=r"holds a maskable_ppo model .* agents.make\('maskable_ppo'"):
+        agents.make("ppo", env, path=out / "model.zip")
     assert nsr(["train-ppo", "--timesteps", "10", "--out", str(tmp_path / "x"), "--set", "cycle=2"]) == 2
     assert "has no field 'cycle'" in capsys.readouterr().err
+
+
+def test_recurrent_ppo_trains_saves_and_acts_with_its_state(tmp_path, capsys):
+    out = tmp_path / "recurrent"
+    assert nsr(["train-ppo", "--env", "nsr_env/NSR-Synthetic-v0", "--timesteps", "256", "--out", str(out),
+                "--no-progress", "--recurrent", "--set", "cycles=1"]) == 0  # fmt: skip
+    assert "trained recurrent_ppo" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["agent"] == "recurrent_ppo"
+    steps = agents.evaluate(
+        "recurrent_ppo", "nsr_env/NSR-Synthetic-v0", seeds=[3], agent_kwargs={"path": out / "model.zip"}, cycles=1
+    )
+    assert len(steps) == NSREnv("synthetic", cycles=1).scenario.num_steps
 
 
 def test_a_reused_controller_is_attached_to_each_new_environment():
