@@ -12,6 +12,10 @@
   reference agent's (the oracle, which reads the hidden task labels) against the number of
   returning visits, one least-squares line per agent, beside the measured Delta_switch
   (:mod:`analysis.theorem1`);
+- ``falsification.{md,csv}``: the paper's falsification test per stream: whether a learned or
+  feedback controller clearly beats the similarity rule (the interval of the paired regret
+  difference excludes 0), with ``falsification_pairs.csv`` for every challenger
+  (:mod:`analysis.falsification`);
 - ``paper_vs_ours.{md,csv}``: the paper's headline figures beside ours, one column for the
   idealised setting and one for the honest default where the sweep ran them (:mod:`analysis.claims`);
 - figures ``regret_curves``, ``recovery_steps``, ``accuracy_matrices``, ``allocation`` (PNG and
@@ -36,6 +40,7 @@ from matplotlib.figure import Figure
 
 from analysis.capabilities import reference_agent
 from analysis.claims import paper_vs_ours_by_setting
+from analysis.falsification import falsification_markdown, falsification_table, verdicts
 from analysis.figures import (
     accuracy_matrices_figure,
     allocation_figure,
@@ -106,6 +111,20 @@ def write_report(directory: str | Path, resamples: int = 2000, seed: int = 0) ->
         report.tables += _write_table(by_stratum, metrics_markdown(by_stratum, True), out / "metrics_by_stratum")
     else:
         _remove(out / "metrics_by_stratum", (".md", ".csv"))
+    comparisons = falsification_table(summary, resamples, seed)
+    if comparisons.empty:
+        _remove(out / "falsification", (".md", ".csv"))
+        (out / "falsification_pairs.csv").unlink(missing_ok=True)
+        report.skipped.append(
+            "falsification table: no stratum holds runs of both the similarity rule and a challenger "
+            "(an agent that uses the memory and reads nothing hidden, e.g. probe or maskable_ppo)"
+        )
+    else:
+        verdict = verdicts(comparisons, summary, resamples, seed)
+        report.tables += _write_table(verdict, falsification_markdown(comparisons, verdict), out / "falsification")
+        pairs = out / "falsification_pairs.csv"
+        atomic_write(pairs, lambda temporary: comparisons.to_csv(temporary, index=False))
+        report.tables.append(pairs)
     paper = paper_vs_ours_by_setting(summary)
     ours = [column for column in paper if column.startswith("ours (")]
     report.paper_vs_ours = markdown_table(

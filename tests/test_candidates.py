@@ -7,6 +7,7 @@ import warnings
 
 import gymnasium as gym
 import numpy as np
+import pandas as pd
 import pytest
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -115,6 +116,18 @@ def test_the_probe_rule_tells_trap_twins_apart_where_similarity_cannot():
         recalls = steps[steps.task_boundary & (steps.recall >= Recall.BANK)]
         precision[rule] = float((recalls.recalled_task == recalls.task).mean()) if len(recalls) else 0.0
     assert precision["probe"] > precision["similarity"] + 0.3, precision
+
+
+@pytest.mark.parametrize("rule", ["similarity", "oracle", "fresh"])
+def test_the_labelled_probe_only_adds_to_the_observation(rule):
+    """The ablation shows every controller of a stream the labelled probe, so probe pairs with similarity by
+    seed; that is fair only if a rule that ignores it runs the same episode with it on."""
+    options = {"candidates": 3, "probe_size": 8, "slots": 1, "cycles": 2}
+    without = agents.evaluate(rule, "nsr_env/NSR-Synthetic-v0", seeds=[0, 1], **options)
+    with_labels = agents.evaluate(rule, "nsr_env/NSR-Synthetic-v0", seeds=[0, 1], probe_labels=True, **options)
+    columns = ["task", "slot", "recall", "recalled_task", "accuracy", "regret"]
+    assert without["recall"].ge(Recall.BANK).any() or rule == "fresh"
+    pd.testing.assert_frame_equal(without[columns], with_labels[columns])
 
 
 @pytest.mark.parametrize(
