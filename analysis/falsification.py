@@ -30,7 +30,9 @@ from analysis.results import STRATUM_COLUMNS, checked, runs_of, stratum_order, w
 from analysis.stats import mean, probability_of_improvement, stratified_bootstrap
 from analysis.tables import markdown_table
 
-__all__ = ["PAPER_RULE", "challengers", "falsification_markdown", "falsification_table", "verdicts"]
+__all__ = [
+    "PAPER_RULE", "challengers", "contenders_markdown", "falsification_markdown", "falsification_table", "verdicts",
+]  # fmt: skip
 
 PAPER_RULE = "similarity"
 """The paper's allocation rule, which the challengers are compared with."""
@@ -141,8 +143,38 @@ def verdicts(table: pd.DataFrame, summary: pd.DataFrame, resamples: int = 2000, 
     return pd.DataFrame(rows)
 
 
-def falsification_markdown(table: pd.DataFrame, verdict: pd.DataFrame) -> str:
-    """The per-stream verdicts, then every challenger's paired comparison."""
+CONTENDER_METRICS = {
+    "cumulative_regret": "regret",
+    "mean_recovery_steps": "recovery steps",
+    "retrieval_precision": "retrieval precision",
+    "acc": "ACC",
+    "bwt": "BWT",
+}
+
+
+def contenders_markdown(metrics: pd.DataFrame, summary: pd.DataFrame, strata: list[str]) -> str:
+    """Per stream of ``strata``: the rule, the reference and every challenger, ``mean [95% CI]`` of each of
+    :data:`CONTENDER_METRICS`, from a per-stratum metric table (:func:`analysis.tables.metric_table` with
+    ``by_stratum=True``)."""
+    shown = [PAPER_RULE, reference_agent(summary), *challengers(summary)]
+    rows = []
+    for stratum in strata:
+        here = metrics[metrics["stratum"] == stratum].set_index(["agent", "metric"])
+        for agent in dict.fromkeys(here.index.get_level_values("agent")):
+            if agent not in shown:
+                continue
+            cells = [here.loc[(agent, metric)] for metric in CONTENDER_METRICS]
+            rows.append([stratum, agent, *(
+                f"{format_number(r['mean'])} [{format_number(r['ci_low'])}, {format_number(r['ci_high'])}]"
+                if pd.notna(r["mean"]) else "n/a"
+                for r in cells
+            )])  # fmt: skip
+    return markdown_table(["stream", "agent", *CONTENDER_METRICS.values()], rows)
+
+
+def falsification_markdown(table: pd.DataFrame, verdict: pd.DataFrame, contenders: str = "") -> str:
+    """The per-stream verdicts, then every challenger's paired comparison, then ``contenders``
+    (:func:`contenders_markdown`: each contender's metrics with intervals) if given."""
 
     def interval(value, low, high) -> str:
         return f"{format_number(value)} [{format_number(low)}, {format_number(high)}]"
@@ -166,4 +198,7 @@ def falsification_markdown(table: pd.DataFrame, verdict: pd.DataFrame) -> str:
         "challenger paid less. A challenger clearly beats the paper's similarity rule when the interval of the "
         "difference lies above 0.\n\n"
     )
-    return note + markdown_table(head, rows) + "\n" + markdown_table(detail_head, detail)
+    tables = [markdown_table(head, rows), markdown_table(detail_head, detail)]
+    if contenders:
+        tables.append("Mean over seeds [95% CI] of the contenders on each stream:\n\n" + contenders)
+    return note + "\n".join(tables)

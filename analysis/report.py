@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 
 from analysis.capabilities import reference_agent
 from analysis.claims import paper_vs_ours_by_setting
-from analysis.falsification import falsification_markdown, falsification_table, verdicts
+from analysis.falsification import contenders_markdown, falsification_markdown, falsification_table, verdicts
 from analysis.figures import (
     accuracy_matrices_figure,
     allocation_figure,
@@ -106,12 +106,13 @@ def write_report(directory: str | Path, resamples: int = 2000, seed: int = 0) ->
     strata = stratum_order(summary)
     table = metric_table(summary, resamples=resamples, seed=seed)
     report.tables += _write_table(table, metrics_markdown(table, by_stratum=False), out / "metrics")
+    comparisons = falsification_table(summary, resamples, seed)
+    needed = len(strata) > 1 or not comparisons.empty
+    by_stratum = metric_table(summary, by_stratum=True, resamples=resamples, seed=seed) if needed else None
     if len(strata) > 1:
-        by_stratum = metric_table(summary, by_stratum=True, resamples=resamples, seed=seed)
         report.tables += _write_table(by_stratum, metrics_markdown(by_stratum, True), out / "metrics_by_stratum")
     else:
         _remove(out / "metrics_by_stratum", (".md", ".csv"))
-    comparisons = falsification_table(summary, resamples, seed)
     if comparisons.empty:
         _remove(out / "falsification", (".md", ".csv"))
         (out / "falsification_pairs.csv").unlink(missing_ok=True)
@@ -121,7 +122,9 @@ def write_report(directory: str | Path, resamples: int = 2000, seed: int = 0) ->
         )
     else:
         verdict = verdicts(comparisons, summary, resamples, seed)
-        report.tables += _write_table(verdict, falsification_markdown(comparisons, verdict), out / "falsification")
+        contenders = contenders_markdown(by_stratum, summary, list(verdict["stratum"]))
+        markdown = falsification_markdown(comparisons, verdict, contenders)
+        report.tables += _write_table(verdict, markdown, out / "falsification")
         pairs = out / "falsification_pairs.csv"
         atomic_write(pairs, lambda temporary: comparisons.to_csv(temporary, index=False))
         report.tables.append(pairs)

@@ -489,6 +489,12 @@ def test_write_report_writes_every_table_and_figure(written, results_dir):
     assert verdict[["stratum", "best_challenger"]].values.tolist() == [["synthetic M=3 T=2", "ppo"]]
     assert verdict["verdict"].iloc[0] == "no verdict: 3 paired seeds, a verdict needs 5" and "falsification" in index
     assert pd.read_csv(out / "falsification_pairs.csv")["clearly_worse"].tolist() == [True]
+    contenders = (out / "falsification.md").read_text().split("Mean over seeds [95% CI] of the contenders")[1]
+    assert [line.split(" | ")[1] for line in contenders.splitlines() if line.startswith("| synthetic")] == [
+        "oracle",
+        "similarity",
+        "ppo",
+    ]  # the reference, the rule and the challenger, not the memoryless rules
 
 
 def test_report_skips_what_the_results_cannot_support(tmp_path):
