@@ -24,6 +24,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNorm
 
 from agents.base import Agent, register_agent
 from nsr_env import measures
+from nsr_env.threads import one_torch_thread
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ def train_ppo(
     (Maskable)PPO's keyword arguments, ``policy_kwargs``, and ``normalize`` (train on observations
     normalised by running statistics, SB3's ``VecNormalize``, saved beside the model as
     ``normalization.npz`` for the agent that loads it). ``callback`` runs beside the logging ones.
+    Training runs on one torch thread (:func:`nsr_env.threads.one_torch_thread`).
     """
     settings = {**RECIPE, **settings}
     normalize, policy_kwargs = settings.pop("normalize"), settings.pop("policy_kwargs", None)
@@ -278,11 +280,9 @@ def train_ppo(
     checkpoints = CheckpointCallback(
         save_freq=max(1, (checkpoint_freq or 10 * episode_steps) // n_envs), save_path=str(out / "checkpoints")
     )
-    model.learn(
-        timesteps,
-        callback=CallbackList([ContinualLearningLogger(), evaluation, checkpoints, *([callback] if callback else [])]),
-        progress_bar=progress_bar,
-    )
+    callbacks = CallbackList([ContinualLearningLogger(), evaluation, checkpoints, *([callback] if callback else [])])
+    with one_torch_thread():  # subprocess environments (n_envs > 1) set their own threads
+        model.learn(timesteps, callback=callbacks, progress_bar=progress_bar)
     path = out / "model.zip"
     model.save(path)
     if normalize:

@@ -15,6 +15,7 @@ from nsr_env.data import DataNotFoundError, split_fashion_mnist
 from nsr_env.data.tasks import DEFAULT_EVAL_PER_CLASS, DEFAULT_TRAIN_PER_CLASS
 from nsr_env.paths import cache_dir
 from nsr_env.scenarios import DEFAULT_BACKBONE
+from nsr_env.threads import one_torch_thread
 
 
 def nearest_mean_accuracy(features, backbone) -> float:
@@ -112,12 +113,13 @@ def train_ppo_command(args: argparse.Namespace) -> int:
     )  # fmt: skip
     elapsed = time.perf_counter() - started
     seed = args.seed + 1
-    figures = {
-        agent: _episode_figures(
-            agents.evaluate(agent, args.env, seeds=[seed], agent_kwargs=kwargs, **env_kwargs), phase_length
-        )
-        for agent, kwargs in ((name, {"path": path}), ("similarity", {}))
-    }
+    with one_torch_thread():
+        figures = {
+            agent: _episode_figures(
+                agents.evaluate(agent, args.env, seeds=[seed], agent_kwargs=kwargs, **env_kwargs), phase_length
+            )
+            for agent, kwargs in ((name, {"path": path}), ("similarity", {}))
+        }
     print(
         f"trained {name} on {args.env} for {timesteps:,} steps in {elapsed:.0f} s "
         f"({timesteps / elapsed:.0f} steps/s); saved {path}\n"

@@ -16,14 +16,12 @@ the same scenario, overrides, seed and budget) and then evaluate it.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import json
 import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
-import torch
 import yaml
 from tqdm.auto import tqdm
 
@@ -34,22 +32,12 @@ from analysis.sweep_config import Cell, ConfigError, load_config
 from nsr_env.atomic import atomic_write, remove_orphaned_temporaries
 from nsr_env.envs.nsr import NSREnv
 from nsr_env.scenarios import env_id_of
+from nsr_env.threads import one_torch_thread
 
 TRAINING_SEED_OFFSET = 10_000  # training episodes never replay the evaluation episodes (seeded with the cell's seed)
 
 
 # --- one cell ---------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Cells run on one thread each, so results do not depend on how many ran at once."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _agent_kwargs(cell: Cell, models: Path) -> dict:
@@ -72,7 +60,7 @@ def _agent_kwargs(cell: Cell, models: Path) -> dict:
 
 def run_cell(cell: Cell, models: str | Path) -> dict:
     """Run one cell: its episodes' steps, summary rows and accuracy matrices (a pure function of the cell)."""
-    with _one_torch_thread():
+    with one_torch_thread():
         env = NSREnv(cell.scenario, **dict(cell.overrides))
         controller = agents.make(cell.agent, env, seed=cell.seed, **_agent_kwargs(cell, Path(models)))
         scenario = env.scenario

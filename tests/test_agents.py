@@ -8,6 +8,8 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 import agents
 from analysis.cli import main as nsr
@@ -92,7 +94,22 @@ def test_the_oracle_has_no_more_regret_than_similarity(default_runs):
 
 
 def test_maskable_ppo_trained_briefly_on_synthetic_recalls_candidate_0_on_returns_and_beats_random(tmp_path):
-    path = agents.ppo.train_ppo("nsr_env/NSR-Synthetic-v0", 10_000, tmp_path, seed=0, tensorboard=False)
+    class Threads(BaseCallback):
+        seen: set[int] = set()
+
+        def _on_step(self) -> bool:
+            self.seen.add(torch.get_num_threads())
+            return True
+
+    before, threads = torch.get_num_threads(), Threads()
+    torch.set_num_threads(2)
+    try:
+        path = agents.ppo.train_ppo(
+            "nsr_env/NSR-Synthetic-v0", 10_000, tmp_path, seed=0, tensorboard=False, callback=threads
+        )
+        assert threads.seen == {1} and torch.get_num_threads() == 2  # one thread inside, restored after
+    finally:
+        torch.set_num_threads(before)
     assert (tmp_path / "normalization.npz").is_file()  # the recipe normalises observations
     seeds = [100, 101, 102]
     ppo = agents.evaluate("maskable_ppo", "nsr_env/NSR-Synthetic-v0", seeds, agent_kwargs={"path": path})
