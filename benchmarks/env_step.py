@@ -1,12 +1,15 @@
 """Environment speed on ``default``: steps per second, the environment's own overhead, PPO training speed.
 
-Three figures, one process, one torch thread:
+Four figures, one process, one torch thread:
 1. ``env.step`` with a trivial controller (fresh start at each boundary, then continue);
 2. the same stream driven through the bare core (``begin_phase`` / ``decision_step`` /
    ``end_phase`` of the learner, no observation, mask or info): the ratio of 1 to 2 is the
    environment's own overhead (target <= 1.3);
-3. stable-baselines3 PPO and sb3-contrib MaskablePPO training steps per second (rollouts
-   plus updates) on one environment.
+3. the interfaces' cost, as ratios of episodes run alternately in this process: the default
+   candidate observation (``candidates=8``) and the labelled probe (``probe_labels=True``)
+   against the position-indexed interface (``candidates=0``), same stream (target <= 1.15);
+4. stable-baselines3 PPO and sb3-contrib MaskablePPO training steps per second (rollouts
+   plus updates) on one environment, MaskablePPO on both interfaces.
 
     python benchmarks/env_step.py [--episodes 3] [--ppo-steps 4096]
 """
@@ -27,6 +30,12 @@ from stable_baselines3 import PPO
 import nsr_env  # noqa: F401  (registers the ids)
 from nsr_env.learner import FRESH
 from nsr_env.recall import Recall
+
+INTERFACES = {
+    "position (candidates=0)": {"candidates": 0},
+    "candidates=8 (default)": {},
+    "candidates=8 + labelled probe": {"probe_labels": True},
+}
 
 
 def env_episode(env) -> float:
@@ -52,8 +61,9 @@ def core_episode(data) -> float:
     return (time.perf_counter() - started) / scenario.num_steps
 
 
-def ppo_steps_per_second(algorithm, steps: int) -> float:
-    model = algorithm("MlpPolicy", gym.make("nsr_env/NSR-v0"), n_steps=512, batch_size=64, seed=0, device="cpu")
+def ppo_steps_per_second(algorithm, steps: int, **env_kwargs) -> float:
+    env = gym.make("nsr_env/NSR-v0", **env_kwargs)
+    model = algorithm("MlpPolicy", env, n_steps=512, batch_size=64, seed=0, device="cpu")
     started = time.perf_counter()
     model.learn(steps)
     return steps / (time.perf_counter() - started)
@@ -83,9 +93,23 @@ def main() -> None:
     )
     print(f"bare core, same stream: median {core_ms:.3f} ms = {1e3 / core_ms:.0f} steps/s, best {1e3 / core_best:.0f}")
     print(f"environment overhead: {ratio:.2f}x the bare core (target <= 1.3: {'met' if ratio <= 1.3 else 'NOT met'})")
-    for algorithm in (PPO, MaskablePPO):
-        rate = ppo_steps_per_second(algorithm, args.ppo_steps)
-        print(f"{algorithm.__name__} training on one env: {rate:.0f} steps/s ({args.ppo_steps} steps)")
+    interfaces = {name: gym.make("nsr_env/NSR-v0", **kwargs) for name, kwargs in INTERFACES.items()}
+    for interface in interfaces.values():
+        env_episode(interface)  # warm-up
+    seconds = {name: [] for name in interfaces}
+    for _ in range(args.episodes):
+        for name, interface in interfaces.items():
+            seconds[name].append(env_episode(interface))
+    position = statistics.median(seconds["position (candidates=0)"])
+    for name, times in seconds.items():
+        ratio = statistics.median(times) / position
+        print(f"env.step, {name}: median {statistics.median(times) * 1e3:.3f} ms, {ratio:.3f}x the position interface")
+    overhead = statistics.median(seconds["candidates=8 + labelled probe"]) / position
+    print(f"candidates + labelled probe: {overhead:.3f}x (target <= 1.15: {'met' if overhead <= 1.15 else 'NOT met'})")
+    for algorithm, kwargs in ((PPO, {}), (MaskablePPO, {"candidates": 0}), (MaskablePPO, {})):
+        rate = ppo_steps_per_second(algorithm, args.ppo_steps, **kwargs)
+        interface = "position interface" if kwargs else "candidate interface (default)"
+        print(f"{algorithm.__name__} training on one env, {interface}: {rate:.0f} steps/s ({args.ppo_steps} steps)")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,9 @@ def test_the_oracle_has_no_more_regret_than_similarity(default_runs):
 
 def test_maskable_ppo_trained_briefly_on_synthetic_recalls_candidate_0_on_returns_and_beats_random(tmp_path):
     class Threads(BaseCallback):
-        seen: set[int] = set()
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: set[int] = set()
 
         def _on_step(self) -> bool:
             self.seen.add(torch.get_num_threads())
