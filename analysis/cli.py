@@ -15,7 +15,6 @@ from nsr_env.data import DataNotFoundError, split_fashion_mnist
 from nsr_env.data.tasks import DEFAULT_EVAL_PER_CLASS, DEFAULT_TRAIN_PER_CLASS
 from nsr_env.paths import cache_dir
 from nsr_env.scenarios import DEFAULT_BACKBONE
-from nsr_env.threads import one_torch_thread
 
 
 def nearest_mean_accuracy(features, backbone) -> float:
@@ -99,6 +98,7 @@ def train_ppo_command(args: argparse.Namespace) -> int:
     """Train a (Maskable)PPO controller and say where it went and how it does."""
     import agents  # the CLI sits above the agents; imported here so `nsr prepare` stays light
     from agents.ppo import RECIPE_TIMESTEPS, train_ppo
+    from nsr_env.threads import one_torch_thread
 
     env_kwargs = dict(args.set)
     env = gym.make(args.env, **env_kwargs)  # a bad id or field fails here, before any training
