@@ -105,6 +105,7 @@ def falsification_table(summary: pd.DataFrame, resamples: int = 2000, seed: int 
 def _verdict(rows: pd.DataFrame) -> str:
     if (seeds := int(rows["n_seeds"].max())) < MIN_SEEDS:
         return f"no verdict: {seeds} paired seeds, a verdict needs {MIN_SEEDS}"
+    rows = rows[rows["n_seeds"] >= MIN_SEEDS]  # a challenger with fewer seeds is shown, not judged
     beaten = rows[rows["clearly_beats"]]
     if len(beaten):
         return f"beaten by {', '.join(beaten['challenger'])}: the paper's claim fails here"

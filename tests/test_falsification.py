@@ -65,6 +65,7 @@ def test_only_seeds_both_ran_are_paired_and_strata_are_kept_apart():
         summary({"similarity": [5.0, 6.0, 7.0, 8.0, 9.0, 10.0], "probe": [4.0, 5.0, 6.0, 7.0, 8.0]}, scenario="traps"),
         summary({"similarity": [1.0] * 5, "probe": [9.0] * 5}, scenario="default"),
         summary({"similarity": [1.0, 1.0], "probe": [9.0, 9.0]}, scenario="pairs"),
+        summary({"similarity": [1.0] * 5, "probe": [1.0] * 5, "maskable_ppo": [0.0, 0.0]}, scenario="mixed"),
     ])  # fmt: skip
     table = falsification_table(frame, resamples=200).set_index("stratum")
     assert table.loc["traps", "n_seeds"] == 5 and table.loc["traps", "similarity_regret"] == pytest.approx(7.0)
@@ -72,6 +73,8 @@ def test_only_seeds_both_ran_are_paired_and_strata_are_kept_apart():
     assert table.loc["pairs", "clearly_worse"]  # the interval says so, but two seeds get no verdict
     verdict = verdicts(table.reset_index(), frame, resamples=200)
     assert verdict.set_index("stratum").loc["pairs", "verdict"] == "no verdict: 2 paired seeds, a verdict needs 5"
+    assert table.loc["mixed"].set_index("challenger").loc["maskable_ppo", "clearly_beats"]  # on 2 seeds only:
+    assert verdict.set_index("stratum").loc["mixed", "verdict"].startswith("holds: matched")  # shown, not judged
     text = falsification_markdown(table.reset_index(), verdict)
     assert "| traps | 5 |" in text and "beaten by probe" in text and "holds: every challenger clearly worse" in text
 
