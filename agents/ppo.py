@@ -70,6 +70,7 @@ class PPOAgent(Agent):
     name = "ppo"
     needs_training = True
     algorithm = PPO
+    policy = "MlpPolicy"
 
     def __init__(
         self,
@@ -151,6 +152,7 @@ class RecurrentPPOAgent(PPOAgent):
 
     name = "recurrent_ppo"
     algorithm = RecurrentPPO
+    policy = "MlpLstmPolicy"
 
     def reset(self) -> None:
         self.state, self.episode_start = None, np.ones(1, dtype=bool)
@@ -164,9 +166,8 @@ class RecurrentPPOAgent(PPOAgent):
         return action
 
 
-ALGORITHMS = {"ppo": (PPO, "MlpPolicy"), "maskable_ppo": (MaskablePPO, "MlpPolicy"),
-              "recurrent_ppo": (RecurrentPPO, "MlpLstmPolicy")}  # fmt: skip
-"""Each learned agent's algorithm and policy."""
+LEARNED = {cls.name: cls for cls in (PPOAgent, MaskablePPOAgent, RecurrentPPOAgent)}
+"""The learned agents by name; each class names its algorithm and policy."""
 
 
 class ContinualLearningLogger(BaseCallback):
@@ -248,10 +249,10 @@ def train_ppo(
     normalize, policy_kwargs = settings.pop("normalize"), settings.pop("policy_kwargs", None)
     if timesteps < 1 or n_envs < 1:
         raise ValueError(f"timesteps={timesteps} and n_envs={n_envs} must be at least 1")
-    if agent not in ALGORITHMS:
-        raise ValueError(f"agent={agent!r} is not a learned agent; choose one of {sorted(ALGORITHMS)}")
+    if agent not in LEARNED:
+        raise ValueError(f"agent={agent!r} is not a learned agent; choose one of {sorted(LEARNED)}")
     maskable = agent == "maskable_ppo"
-    algorithm, policy = ALGORITHMS[agent]
+    algorithm, policy = LEARNED[agent].algorithm, LEARNED[agent].policy
     env_kwargs = dict(env_kwargs or {})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

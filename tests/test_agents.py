@@ -166,3 +166,12 @@ def test_a_reused_controller_is_attached_to_each_new_environment():
     steps = agents.evaluate(oracle, "nsr_env/NSR-Synthetic-v0", seeds=[0, 1], cycles=2, strict=True)
     assert len(steps) == 2 * NSREnv("synthetic", cycles=2).scenario.num_steps
     assert oracle.slots == 2 and oracle.env.scenario.cycles == 2
+
+
+def test_train_ppo_names_the_learned_agents_when_given_another(tmp_path):
+    with pytest.raises(
+        ValueError,
+        match=r"agent='oracle' is not a learned agent; choose one of \['maskable_ppo', 'ppo', 'recurrent_ppo'\]",
+    ):
+        agents.ppo.train_ppo("nsr_env/NSR-Synthetic-v0", 64, tmp_path, agent="oracle")
+    assert not (tmp_path / "model.zip").exists()
