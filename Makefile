@@ -38,6 +38,7 @@ bench: setup data
 	$(BIN)/python benchmarks/sweep_jobs.py
 	$(BIN)/python benchmarks/task_library.py
 	$(BIN)/python benchmarks/long_stream.py
+	$(BIN)/python benchmarks/memories.py
 
 setup: $(INSTALLED)
 

@@ -142,7 +142,7 @@ def _calibrate_threshold(data: ScenarioData) -> dict:
         observation, info = env.reset(seed=seed)
         done = False
         while not done:
-            if env.at_boundary and len(env.learner.memory):
+            if env.at_boundary and len(env.learner.memory) and env.learner.memory.recallable:
                 best = int(np.argmax(env.visit_similarity.numpy()))
                 top.append(float(env.visit_similarity[best]))
                 correct.append(env.learner.memory.task_at(best) == env.current_task)

@@ -16,6 +16,9 @@
   feedback controller clearly beats the similarity rule (the interval of the paired regret
   difference excludes 0), with ``falsification_pairs.csv`` for every challenger
   (:mod:`analysis.falsification`);
+- ``mechanisms.{md,csv}`` and ``mechanisms.{png,pdf}``: when the results hold several memory designs
+  (``memory`` and ``protect``), one table of them per stream and agent, and their regret
+  (:mod:`analysis.mechanisms`);
 - ``paper_vs_ours.{md,csv}``: the paper's headline figures beside ours, one column for the
   idealised setting and one for the honest default where the sweep ran them (:mod:`analysis.claims`);
 - figures ``regret_curves``, ``recovery_steps``, ``accuracy_matrices``, ``allocation`` (PNG and
@@ -50,6 +53,7 @@ from analysis.figures import (
     theorem1_figure,
 )
 from analysis.format import format_number
+from analysis.mechanisms import mechanisms_figure, mechanisms_markdown, mechanisms_table
 from analysis.results import load_results, stratum_order
 from analysis.retrieval_report import RETRIEVAL_NAMES, retrieval_part
 from analysis.tables import markdown_table, metric_table, metrics_markdown
@@ -113,6 +117,11 @@ def write_report(directory: str | Path, resamples: int = 2000, seed: int = 0) ->
         report.tables += _write_table(by_stratum, metrics_markdown(by_stratum, True), out / "metrics_by_stratum")
     else:
         _remove(out / "metrics_by_stratum", (".md", ".csv"))
+    designs = mechanisms_table(by_stratum, summary) if by_stratum is not None else None
+    if designs is None:
+        _remove(out / "mechanisms", (".md", ".csv", ".png", ".pdf"))
+    else:
+        report.tables += _write_table(designs, mechanisms_markdown(designs), out / "mechanisms")
     if comparisons.empty:
         _remove(out / "falsification", (".md", ".csv"))
         (out / "falsification_pairs.csv").unlink(missing_ok=True)
@@ -141,6 +150,8 @@ def write_report(directory: str | Path, resamples: int = 2000, seed: int = 0) ->
         "accuracy_matrices": accuracy_matrices_figure(results),
         "allocation": allocation_figure(results),
     }
+    if designs is not None:
+        figures["mechanisms"] = mechanisms_figure(designs)
     retrieval = retrieval_part(results.directory, resamples, seed)
     if retrieval is None:
         for name in RETRIEVAL_NAMES:

@@ -36,9 +36,9 @@ class LoRASlots:
         bound = 1 / math.sqrt(self.A.shape[2])  # kaiming_uniform(a=sqrt(5)), as in LoRA implementations
         return (torch.rand(rows, self.A.shape[2], generator=generator) * 2 - 1) * bound
 
-    def reset(self, slot: int, generator: torch.Generator) -> None:
-        """Fresh start: ``B = 0`` (the slot adds nothing yet), ``A`` random."""
-        self.A[slot] = self._init_A(self.rank, generator)
+    def reset(self, slot: int, generator: torch.Generator, A: torch.Tensor | None = None) -> None:
+        """Fresh start: ``B = 0`` (the slot adds nothing yet), ``A`` random, or the given ``(rank, in)`` start."""
+        self.A[slot] = self._init_A(self.rank, generator) if A is None else A
         self.B[slot] = 0
 
     def adapter(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,7 +43,7 @@ from nsr_env.backbones.base import POOLS
 from nsr_env.config import KEYS, LearnerConfig
 from nsr_env.memories import make_memory
 from nsr_env.protection import make_protection
-from nsr_env.protection.base import PhaseStart
+from nsr_env.protection.base import PhaseEnd, PhaseStart
 from nsr_env.records import Evaluation, Head, PhaseParameters, Prediction, StepResult
 
 FRESH, KEEP = "fresh", "keep"
@@ -144,12 +144,20 @@ class ContinualLearner:
 
     # --- prediction ----------------------------------------------------------------------
 
-    def _features(self, inputs: torch.Tensor, base: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-        """Head features with the low-rank path added to the cached frozen outputs (one fused addmm)."""
+    def _layer_output(self, inputs: torch.Tensor, base: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+        """The adapted layer's output ``(n * P, out)``: the cached frozen outputs plus the low-rank path (one
+        fused addmm), or plus what a memory that is part of the layer computes with the slot."""
         n, positions, in_features = inputs.shape
+        if self.memory.routes_per_input:  # the memory and the slot are gated together
+            low = self.memory.adapted(inputs.reshape(-1, in_features), A, B, self.slots.scale)
+            return base.reshape(n * positions, -1) + low
         low = inputs.reshape(-1, in_features) @ A.T
-        out = torch.addmm(base.reshape(n * positions, -1), low, B.T, alpha=self.slots.scale)
-        return self.pool(out.view(n, positions, -1), inplace=True)  # out is ours: no copy for the activation
+        return torch.addmm(base.reshape(n * positions, -1), low, B.T, alpha=self.slots.scale)
+
+    def _features(self, inputs: torch.Tensor, base: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+        """Head features of the adapted layer's output."""
+        out = self._layer_output(inputs, base, A, B)
+        return self.pool(out.view(inputs.shape[0], inputs.shape[1], -1), inplace=True)  # out is ours: no copy
 
     def _untrained_head(self, task: int) -> Head:
         """All-zero logits: the chance-level prediction of a task that was never trained."""
@@ -177,13 +185,15 @@ class ContinualLearner:
         if slot is not None:
             return Prediction("slot", self.slots.A[slot], self.slots.B[slot], *self.heads[task])
         position = self.entry_of(task)
+        empty = torch.zeros(0, self.slots.A.shape[2]), torch.zeros(self.slots.B.shape[1], 0)
+        if position is not None and self.memory.routes_per_input:  # no adapter of its own: the layer routes
+            return Prediction("bank", *empty, *self.memory.peek(position).head)
         if position is not None:
             f, head = self.memory.peek(position)
             # delta = U S Vh: as a rank-k "LoRA" with A = Vh, B = U S / scale
             return Prediction("bank", f.Vh.float(), f.U.float() * f.S.float() / self.slots.scale, *head)
         kept = self.heads.get(task) if self.config.heads == "task" else None
         weight, bias = kept or self._untrained_head(task)
-        empty = torch.zeros(0, self.slots.A.shape[2]), torch.zeros(self.slots.B.shape[1], 0)
         return Prediction("base", *empty, weight, bias)
 
     def evaluate(self, task: int) -> Evaluation:
@@ -197,7 +207,7 @@ class ContinualLearner:
         task = self._index(task, "task", len(self.tasks))
         if self.slot_of(task) is None:
             depends_on = self._stored_prediction(task)
-            stored, evaluation = self._accuracies.get(task, ((None,), None))
+            stored, evaluation = self._accuracies.get(task, ((object(),), None))
             if len(stored) == len(depends_on) and all(a is b for a, b in zip(stored, depends_on, strict=True)):
                 return evaluation
         inputs, base, labels = self._eval_sets[task]
@@ -211,13 +221,17 @@ class ContinualLearner:
         return evaluation
 
     def _stored_prediction(self, task: int) -> tuple:
-        """The objects a slotless task's prediction is made from (see :meth:`predictor`)."""
+        """The objects a slotless task's prediction is made from (see :meth:`predictor`); with a memory that
+        routes every input, also its pool, which each write replaces."""
+        routed = self.memory.routes_per_input
         position = self.entry_of(task)
         if position is not None:
             stored = self.memory.peek(position)
-            return stored.factors, *stored.head
-        head = self.heads.get(task) if self.config.heads == "task" else None
-        return () if head is None else tuple(head)
+            parts = tuple(stored.head) if routed else (stored.factors, *stored.head)
+        else:
+            head = self.heads.get(task) if self.config.heads == "task" else None
+            parts = () if head is None else tuple(head)
+        return (self.memory.routed_state, *parts) if routed else parts
 
     def zero_shot_accuracy(
         self, positions: list[int], inputs: torch.Tensor, base: torch.Tensor, labels: torch.Tensor, num_classes: int
@@ -278,8 +292,11 @@ class ContinualLearner:
         if previous_slot is not None and previous_slot != slot:
             self.slot_users[previous_slot].discard(task)
         if recall == FRESH:
-            self.slots.reset(slot, self.generator)
+            self.slots.reset(slot, self.generator, self.memory.fresh_start(self.slots.rank, self.generator))
             head, users = self._new_head(task), {task}
+            position = self.entry_of(task) if self.memory.routes_per_input else None
+            if position is not None:  # a routed memory keeps each task's head beside its atoms (no recall to make)
+                head = self.memory.peek(position).head
         elif recall == KEEP:
             kept = self.slot_heads[slot] if self.config.heads == "slot" else self.heads.get(task)
             head = kept or self._new_head(task)
@@ -361,6 +378,21 @@ class ContinualLearner:
         phase.steps += 1
         return StepResult(self.evaluate(phase.task).accuracy, loss.item())
 
+    def _gradients(self, task: int, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``task``'s mean training-loss gradients through ``slot`` as it is: with respect to the adapted layer's
+        weight ``(in, out)`` (inputs times output gradients) and to the head's weight ``(classes, features)``."""
+        data, head = self.tasks[task], self.heads[task]
+        n, positions, in_features = data.train_inputs.shape
+        with torch.no_grad():
+            out = self._layer_output(data.train_inputs, data.train_base, self.slots.A[slot], self.slots.B[slot])
+        with torch.enable_grad():
+            out.requires_grad_()
+            features = self.pool(out.view(n, positions, -1))
+            weight = head.weight.detach().clone().requires_grad_()
+            loss = F.cross_entropy(features @ weight.T + head.bias, data.train_labels)
+            out_gradient, head_gradient = torch.autograd.grad(loss, (out, weight))
+        return data.train_inputs.reshape(-1, in_features).T @ out_gradient, head_gradient
+
     def end_phase(self) -> int:
         """Write the current slot to the memory as the task's memory; returns the memory position.
 
@@ -370,5 +402,6 @@ class ContinualLearner:
         if self.phase is None:
             raise RuntimeError("no phase to end: call begin_phase(task, slot, recall) first")
         phase, self.phase = self.phase, None
+        self.protection.end_phase(PhaseEnd(phase.task, lambda: self._gradients(phase.task, phase.slot)))
         adapter = self.slots.adapter(phase.slot)
         return self.memory.write(phase.task, adapter, self.heads[phase.task], self.tasks[phase.task].key)

@@ -73,6 +73,11 @@ class Scenario:
     protect: str = "distill"  # how a shared slot protects its earlier users, a name in nsr_env.protection.PROTECTIONS
     lora_alpha: float | None = None  # LoRA scale alpha / r; None: alpha = r
     distill_temperature: float = 2.0
+    eblora_energy: float = 0.99  # protect="eblora": gradient energy a task's protected subspace holds
+    share_basis: int = 32  # memory="share": directions of each shared basis
+    moram_topk: int | None = None  # memory="moram": atoms active per input; None: the LoRA rank
+    moram_temperature: float = 0.01  # memory="moram": softmax temperature of the gates
+    moram_threshold: float = 0.2  # memory="moram": evaluation drops gates scored below this
     svd_rank: int | None = None  # a fixed compression rank instead of svd_energy (then set svd_energy=None)
     eval_size: int | None = 200  # held-out samples evaluated per decision step; None: all
     probe_per_class: int = 50  # the probe split: unlabelled images per class apart from training and held-out

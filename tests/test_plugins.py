@@ -235,6 +235,8 @@ def test_the_reference_cache_key_covers_every_field_that_can_change_training(raw
     for field in dataclasses.fields(Scenario):
         if field.name == "svd_rank":  # a fixed rank replaces the energy threshold
             changed = dataclasses.replace(base, svd_rank=2, svd_energy=None)
+        elif field.name == "moram_topk":  # None means the rank
+            changed = dataclasses.replace(base, moram_topk=2)
         elif field.name == "probe_labels":  # a labelled probe needs probe images
             changed = dataclasses.replace(base, probe_labels=True, probe_size=4)
         else:

@@ -18,6 +18,7 @@ from analysis.capabilities import agent_order, colours, reference_agent
 from analysis.claims import paper_vs_ours
 from analysis.cli import main
 from analysis.figures import regret_curves
+from analysis.mechanisms import mechanisms_markdown, mechanisms_table
 from analysis.metrics import average_accuracy, backward_transfer, forgetting
 from analysis.report import write_report
 from analysis.results import CAPABILITY_COLUMNS, SWEEP_HINT, load_results
@@ -553,3 +554,20 @@ def test_nsr_report_without_results_prints_one_error_line(tmp_path, capsys):
     assert err.startswith("nsr report: results directory") and "run `nsr sweep CONFIG --out DIR` first" in err
     assert err.count("\n") == 1
     assert SWEEP_HINT in err
+
+
+def test_the_mechanisms_table_compares_designs_per_stream_and_agent(summary):
+    svd = summary.assign(memory="svd", protect="distill")
+    share = svd.assign(memory="share", cell=svd["cell"] + "-share", cumulative_regret=svd["cumulative_regret"] + 1)
+    eblora = svd.assign(protect="eblora", cell=svd["cell"] + "-eblora", bwt=svd["bwt"] / 2)
+    frame = pd.concat([svd, share, eblora], ignore_index=True)
+    table = mechanisms_table(metric_table(frame, by_stratum=True, resamples=200), frame)
+    assert set(table["design"]) == {"svd", "share", "svd + eblora"}
+    regret = table[table["metric"] == "cumulative_regret"].set_index(["stratum", "agent", "design"])["mean"]
+    for (stratum, agent, design), value in regret.items():
+        if design == "share":
+            svd_stratum = stratum.replace(" memory=share", "")
+            assert value == pytest.approx(regret[(svd_stratum, agent, "svd")] + 1)
+    kilobytes = table[table["metric"] == "bytes_per_task"]["mean"]
+    assert np.allclose(kilobytes, BYTES / 1e3)
+    assert "svd + eblora" in mechanisms_markdown(table) and mechanisms_table(metric_table(svd), svd) is None

@@ -45,6 +45,7 @@ from nsr_env import measures
 from nsr_env.envs.candidates import EntryLedger, candidate_block, candidate_sizes, rank_candidates
 from nsr_env.learner import FRESH, KEEP, embed
 from nsr_env.lowrank import arrow_score, compress
+from nsr_env.memories import MEMORIES
 from nsr_env.prepared import ScenarioData, prepare
 from nsr_env.recall import Recall
 from nsr_env.scenarios import Scenario, make_scenario
@@ -82,6 +83,7 @@ class NSREnv(gym.Env):
         elif data.scenario != self.scenario:
             raise ValueError(f"data= was prepared for scenario {data.scenario.name!r}, not for this env's scenario")
         self.data = data
+        self._check_memory()
         self.render_mode = render_mode
         self.strict = strict
         self.cache, self.data_root = cache, data_root
@@ -110,6 +112,22 @@ class NSREnv(gym.Env):
             start += size
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(start,), dtype=np.float32)
         self.learner = None
+
+    def _check_memory(self) -> None:
+        """One ValueError for an option that a memory without recall (one that routes per input) cannot serve."""
+        scenario = self.scenario
+        if MEMORIES.get(scenario.memory).recallable:
+            return
+        others = ", ".join(sorted(m for m in MEMORIES if MEMORIES.get(m).recallable))
+        for field, value, why in (
+            ("probe_labels", True, "scores the candidates on the visit's probe"),
+            ("key", "arrow", "scores memory entries for recall"),
+        ):
+            if getattr(scenario, field) == value:
+                raise ValueError(
+                    f"{field}={value!r} {why}, but memory={scenario.memory!r} routes every input through its pool and "
+                    f"offers nothing to recall; use a memory with recall ({others}) or drop {field}"
+                )
 
     # --- episode ---------------------------------------------------------------------------
 
@@ -215,6 +233,8 @@ class NSREnv(gym.Env):
         else:
             self.visit_similarity = learner.memory.similarities(self.visit_key)
         occupied, similarity = learner.memory.occupied.numpy(), self.visit_similarity.numpy()
+        if not learner.memory.recallable:  # a memory that routes per input: nothing to offer, nothing to rank
+            occupied = np.zeros_like(occupied)
         if scenario.candidates:
             order = rank_candidates(similarity, occupied, self.ledger.written, scenario.bank_capacity)
             self.candidate_positions = order[: self.candidates]
@@ -222,7 +242,7 @@ class NSREnv(gym.Env):
             positions = np.flatnonzero(occupied)
             order = positions[np.argsort(-similarity[positions], kind="stable")].tolist()
         own = learner.memory.position_of(self.current_task)
-        self.visit_rank = -1 if own is None else order.index(own)
+        self.visit_rank = -1 if own is None or own not in order else order.index(own)
         if scenario.probe_labels:  # one batched pass over the candidates, counted in the step's time
             task = learner.tasks[self.current_task]
             self.candidate_probe = learner.zero_shot_accuracy(
@@ -239,7 +259,7 @@ class NSREnv(gym.Env):
     def recall_code(self, position: int) -> int | None:
         """The recall code that recalls memory ``position`` at this boundary, or None when it is not
         offered (empty, or with ``candidates`` not among them)."""
-        if not self.learner.memory.occupied[position]:
+        if not (self.learner.memory.recallable and self.learner.memory.occupied[position]):
             return None
         if not self.scenario.candidates:
             return Recall.of_position(position)
@@ -265,7 +285,7 @@ class NSREnv(gym.Env):
             recalls[[Recall.FRESH, Recall.KEEP]] = True
             if self.learner is not None and self.scenario.candidates:
                 recalls[Recall.BANK : Recall.BANK + len(self.candidate_positions)] = True
-            elif self.learner is not None:
+            elif self.learner is not None and self.learner.memory.recallable:
                 recalls[Recall.BANK :] = self.learner.memory.occupied.numpy()
         else:
             slots[self.current_slot] = True

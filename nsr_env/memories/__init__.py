@@ -29,5 +29,7 @@ def make_memory(config: LearnerConfig, key_dim: int) -> Memory:
 
 
 register_memory("svd", "nsr_env.memories.svd:TaskKnowledgeBank")
+register_memory("share", "nsr_env.memories.share:SharedSubspaceMemory")
+register_memory("moram", "nsr_env.memories.moram:RankOneAtomMemory")
 
 __all__ = ["MEMORIES", "RETENTION_POLICIES", "make_memory", "register_memory"]

@@ -31,6 +31,8 @@ class Memory(ABC):
     """
 
     name: ClassVar[str]
+    recallable: ClassVar[bool] = True  # a position can be read back into a slot (False: recall is masked)
+    routes_per_input: ClassVar[bool] = False  # the memory is part of the adapted layer (see :meth:`adapted`)
     capacity: int
     occupied: torch.Tensor
 
@@ -90,6 +92,23 @@ class Memory(ABC):
         raise ValueError(
             f"memory={self.name!r} cannot score entries by their own factors; use key='input' or key='pooled'"
         )
+
+    def adapted(self, inputs: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float) -> torch.Tensor:
+        """For a memory that ``routes_per_input``: the low-rank part of the adapted layer's output ``(m, out)``
+        for inputs ``(m, in)``, the memory's own part with a slot's ``A`` ``(r, in)`` and ``B`` ``(out, r)``
+        (both may be empty). Every prediction then goes through it."""
+        raise NotImplementedError(f"memory={self.name!r} does not route inputs; the learner applies slots itself")
+
+    @property
+    def routed_state(self) -> object:
+        """For a memory that ``routes_per_input``: an object replaced whenever what :meth:`adapted` computes
+        changes (the learner keeps slotless tasks' accuracies while it stays the same)."""
+        return None
+
+    def fresh_start(self, rank: int, generator: torch.Generator) -> torch.Tensor | None:
+        """The ``A`` factor ``(rank, in)`` a fresh slot starts from, or None for LoRA's random start (a
+        memory whose tasks share a subspace starts new ones inside it). ``B`` always starts at zero."""
+        return None
 
     def describe(self, position: int) -> str:
         """One line about ``position`` for the text rendering."""

@@ -14,20 +14,16 @@ up to date, so no Python loop runs over the entries.
 from __future__ import annotations
 
 import functools
-import hashlib
-import io
-import pickle
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from nsr_env.atomic import atomic_write
 from nsr_env.lowrank import Factors, LowRank, arrow_score, compress
 from nsr_env.memories.base import Memory
 from nsr_env.memories.retention import RETENTION_POLICIES
+from nsr_env.memories.storage import MemoryFileError, load_state, save_state
 from nsr_env.records import Head, Stored
 
 if TYPE_CHECKING:
@@ -37,8 +33,7 @@ BANK_FORMAT = "nsr-env TaskKnowledgeBank"
 BANK_VERSION = 1
 
 
-class BankFileError(ValueError):
-    """A saved bank cannot be read: wrong format or version, truncated, or altered."""
+BankFileError = MemoryFileError  # a saved bank that cannot be read: wrong format or version, truncated, or altered
 
 
 @dataclass(eq=False)
@@ -73,6 +68,7 @@ class TaskKnowledgeBank(Memory):
     """
 
     name = "svd"
+    file_format, file_version, file_noun = BANK_FORMAT, BANK_VERSION, "bank"  # what save writes and load expects
 
     capacity: int
     key_dim: int
@@ -252,43 +248,12 @@ class TaskKnowledgeBank(Memory):
 
     def save(self, path: str | Path) -> None:
         """Write the bank to one file, atomically: a header line, a SHA-256, the payload."""
-        buffer = io.BytesIO()
-        torch.save(self._state(), buffer)
-        payload = buffer.getvalue()
-        header = f"{BANK_FORMAT} v{BANK_VERSION}\n{hashlib.sha256(payload).hexdigest()}\n".encode()
-        atomic_write(Path(path), lambda temporary: temporary.write_bytes(header + payload))
+        save_state(path, self.file_format, self.file_version, self._state())
 
     @classmethod
     def load(cls, path: str | Path) -> TaskKnowledgeBank:
         """Read a bank written by :meth:`save`; a wrong, truncated or altered file raises BankFileError."""
-        path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no saved bank at {path}; check the path or save a bank there first") from None
-        first, _, rest = raw.partition(b"\n")
-        digest, _, payload = rest.partition(b"\n")
-        expected = f"{BANK_FORMAT} v{BANK_VERSION}".encode()
-        if first != expected:
-            version = re.fullmatch(rb"v(\d+)", first.removeprefix(BANK_FORMAT.encode() + b" "))
-            if version is not None:
-                raise BankFileError(
-                    f"{path} is bank format v{version[1].decode()}, this nsr_env reads v{BANK_VERSION}: "
-                    "re-create the bank with this version"
-                )
-            if b"\n" not in raw and expected.startswith(raw):
-                raise BankFileError(f"{path} is truncated inside its header; restore it or re-create the bank")
-            raise BankFileError(
-                f"{path} is not a saved TaskKnowledgeBank (its first line is not {expected.decode()!r})"
-            )
-        if hashlib.sha256(payload).hexdigest().encode() != digest:
-            raise BankFileError(f"{path} is truncated or altered (SHA-256 mismatch); restore it or re-create the bank")
-        try:
-            return cls._from_state(torch.load(io.BytesIO(payload), weights_only=True))
-        except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, ValueError, AttributeError) as error:
-            raise BankFileError(
-                f"{path} has a valid checksum but unreadable content ({error}); re-create the bank"
-            ) from error
+        return load_state(path, cls.file_format, cls.file_version, cls.file_noun, cls._from_state)
 
     @classmethod
     def _from_state(cls, state: dict) -> TaskKnowledgeBank:

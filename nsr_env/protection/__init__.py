@@ -29,5 +29,6 @@ def make_protection(config: LearnerConfig) -> Protection:
 
 register_protection("distill", "nsr_env.protection.distill:Distillation")
 register_protection("none", "nsr_env.protection.none:NoProtection")
+register_protection("eblora", "nsr_env.protection.eblora:EnergyBalancedProjection")
 
 __all__ = ["PROTECTIONS", "make_protection", "register_protection"]

@@ -2,7 +2,8 @@
 
 A rule sees each phase start (the task, the slot's other users, the parameters it trains)
 and then, at every optimizer step, may add a term to the loss and adjust the parameters
-after the step. A new rule is one file with a subclass plus one ``register_protection`` line.
+after the step; at each phase end it may keep something of the finished task. A new rule is
+one file with a subclass plus one ``register_protection`` line.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ class PhaseStart:
     features: Callable[[], torch.Tensor]  # the task's training features through the slot as it starts (no grad)
 
 
+@dataclass(frozen=True, eq=False)
+class PhaseEnd:
+    """A phase as it ends, before its slot is written to the memory."""
+
+    task: int
+    # the task's mean training-loss gradients at the slot's final state, computed on demand: with respect to
+    # the adapted layer's weight ``(in, out)`` and to the head's weight ``(classes, features)``
+    gradients: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+
+
 class Protection(ABC):
     """A rule for training a slot that other tasks still use."""
 
@@ -51,3 +62,6 @@ class Protection(ABC):
 
     def after_step(self, parameters: PhaseParameters) -> None:  # noqa: B027  (optional: most rules only add a loss)
         """Adjust the parameters in place after an optimizer step."""
+
+    def end_phase(self, end: PhaseEnd) -> None:  # noqa: B027  (optional: for rules that keep what a task used)
+        """Keep what the rule needs of a finished task (a protected subspace, say) before the slot moves on."""
