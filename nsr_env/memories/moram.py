@@ -4,7 +4,7 @@ After MoRAM (Lu et al. 2025; public code Artificer-AI-Lab/MoRAM). Every phase en
 slot's ``r`` rank-1 atoms to the pool, frozen: atom ``i`` is a down-projection ``a_i`` (its
 key) and a value ``b_i``. For an input ``x`` of the adapted layer the pool and the slot's own
 (trainable) atoms compete together: ``z_i = a_i . x``, scores ``s = z / |z|`` (normalised
-across atoms), the top ``moram_topk`` scores (at least 2; by default the rank) go through a
+across atoms), the top ``moram_topk`` scores (at least 2; by default the LoRA rank) go through a
 softmax at temperature ``moram_temperature`` (0.01) and the layer adds ``sum_i g_i z_i b_i``.
 At evaluation, gates whose score is below ``moram_threshold`` (0.2) are dropped, as in the public
 code. The pool is part of the model: every prediction, with or without a slot, goes through it,
@@ -60,9 +60,8 @@ class RankOneAtomMemory(Memory):
     routes_per_input = True
 
     def __init__(
-        self, capacity: int, topk: int | None = None, temperature: float = 0.01, threshold: float = 0.2,
-        retention: str = "lru",
-    ) -> None:  # fmt: skip
+        self, capacity: int, topk: int = 4, temperature: float = 0.01, threshold: float = 0.2, retention: str = "lru"
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"bank_capacity={capacity} must be at least 1")
         if retention not in RETENTION_POLICIES:
@@ -79,7 +78,7 @@ class RankOneAtomMemory(Memory):
     def from_config(cls, config: LearnerConfig, key_dim: int) -> RankOneAtomMemory:
         return cls(
             capacity=config.bank_capacity,
-            topk=config.moram_topk,
+            topk=config.rank if config.moram_topk is None else config.moram_topk,
             temperature=config.moram_temperature,
             threshold=config.moram_threshold,
             retention=config.retention,
@@ -101,15 +100,15 @@ class RankOneAtomMemory(Memory):
     def adapted(self, inputs: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float) -> torch.Tensor:
         """The low-rank part of the adapted layer's output ``(m, out)`` for inputs ``(m, in)``: the pool's atoms
         and the slot's own (``A`` ``(r, in)``, ``B`` ``(out, r)``, both may be empty) gated together."""
-        keys, values = A, (B * scale).T  # values as rows: embedding_bag reads contiguous rows
+        values = (B * scale).T  # values as rows: embedding_bag reads contiguous rows
         projections = inputs @ A.T  # z_i = a_i . x
         if self.pool_keys is not None:
-            keys, values = torch.cat([self.pool_keys, A]), torch.cat([self.pool_values, values])
+            values = torch.cat([self.pool_values, values])
             projections = torch.cat([self._pool_projections(inputs), projections], dim=1)
-        if keys.shape[0] == 0:
+        if len(values) == 0:
             return inputs.new_zeros(inputs.shape[0], B.shape[0])
         scores = F.normalize(projections, dim=1)
-        k = min(max(self.topk or A.shape[0] or 1, 2), keys.shape[0])
+        k = min(max(self.topk, 2), len(values))
         top, chosen = scores.topk(k, dim=1)
         gates = torch.softmax(top / self.temperature, dim=1)
         if not torch.is_grad_enabled():

@@ -19,10 +19,15 @@ EBLoRA's post-step projection and retraction are:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from nsr_env.protection.base import PhaseEnd, PhaseStart, Protection
 from nsr_env.records import PhaseParameters
+
+if TYPE_CHECKING:
+    from nsr_env.config import LearnerConfig
 
 
 def energy_basis(matrix: torch.Tensor, energy: float) -> torch.Tensor:
@@ -53,7 +58,7 @@ def off(change: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 class EnergyBalancedProjection(Protection):
     name = "eblora"
 
-    def __init__(self, config) -> None:
+    def __init__(self, config: LearnerConfig) -> None:
         super().__init__(config)
         self.inputs: dict[int, torch.Tensor] = {}  # task -> (in, k) protected input directions
         self.features: dict[int, torch.Tensor] = {}  # task -> (features, k) protected head directions
