@@ -43,7 +43,8 @@ def mechanisms_table(by_stratum: pd.DataFrame, summary: pd.DataFrame) -> pd.Data
     designs = labelled.drop_duplicates("stratum").set_index("stratum")
     table = by_stratum[by_stratum["metric"].isin(DESIGN_METRICS)].copy()
     table["design"] = [design_of(designs.at[s, "memory"], designs.at[s, "protect"]) for s in table["stratum"]]
-    table["stream"] = table["stratum"].str.replace(r" (memory|protect)=\S+", "", regex=True)  # the stratum less its design
+    design_part = r" (memory|protect)=\S+"  # the stream is the stratum less its design
+    table["stream"] = table["stratum"].str.replace(design_part, "", regex=True)
     bytes_rows = table["metric"] == "bytes_per_task"
     table.loc[bytes_rows, ["mean", "ci_low", "ci_high"]] /= 1e3
     columns = ["stream", "design", "agent", "stratum", "metric", "n_runs", "mean", "ci_low", "ci_high"]
