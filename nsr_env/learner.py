@@ -23,6 +23,10 @@ unless the protection rule holds it) and kept by the slot when its users leave; 
 entry stores the head with the adapter; a task with neither a slot nor an entry has nothing
 left of what it learned, and is predicted at chance.
 
+A memory may instead be part of the adapted layer (``routes_per_input``: MoRAM's pool of atoms):
+then every prediction, with or without a slot, goes through it with the slot's own atoms,
+nothing is recalled, and a fresh start of a task it knows takes back that task's head.
+
 Bank entries hold one task each. The phase end refreshes the task's own entry if it still
 has one, otherwise reserves a new entry: another task's training never rewrites an entry,
 so recalling a similar task's entry copies it into the slot (no sharing, no distillation).
