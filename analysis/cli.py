@@ -143,12 +143,20 @@ def _episode_figures(steps, phase_length: int) -> tuple[float, float]:
 
 
 def sweep_command(args: argparse.Namespace) -> int:
-    """Run the unfinished cells of a sweep config and say where the tables are."""
-    from analysis.sweep import run_sweep
+    """Run the unfinished cells of a sweep config (or, with --collect, only gather the finished ones) and say
+    where the tables are."""
+    from analysis.sweep import collect_sweep, run_sweep
 
+    out = Path(args.out)
+    if args.collect:
+        finished, total = collect_sweep(args.config, out)
+        print(
+            f"collected {finished} of {total} cells in {out}: {out / 'summary.csv'}, {out / 'steps.csv'}, "
+            f"{out / 'matrices.json'}; next: nsr report {out} (or nsr sweep {args.config} --out {out} to finish)"
+        )
+        return 0
     started = time.perf_counter()
     summary = run_sweep(args.config, args.out, jobs=args.jobs, backend=args.backend, address=args.address)
-    out = Path(args.out)
     print(
         f"{summary.cell.nunique()} finished cells in {out} ({time.perf_counter() - started:.0f} s this run): "
         f"{out / 'summary.csv'}, {out / 'steps.csv'}, {out / 'matrices.json'}; next: nsr report {out}"
@@ -258,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--jobs", type=int, default=1, help="local processes, one torch thread each (default: 1)")
     sweep.add_argument("--backend", choices=["local", "ray"], default="local")
     sweep.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    sweep.add_argument(
+        "--collect", action="store_true", help="run nothing: write the tables of the cells finished so far"
+    )
     sweep.set_defaults(run=sweep_command)
     report = commands.add_parser("report", help="tables and figures of a sweep's results directory, into DIR/report")
     report.add_argument("directory", metavar="DIR", help="the folder `nsr sweep --out` wrote")

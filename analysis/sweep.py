@@ -132,11 +132,9 @@ def run_sweep(
     if backend not in ("local", "ray"):
         raise ConfigError(f"--backend {backend!r}: use 'local' or 'ray'")
     out = Path(out)
-    stored = out / "config.yaml"
-    if stored.is_file() and yaml.safe_load(stored.read_text()) != yaml.safe_load(config.text):
-        raise ConfigError(f"{out} holds the results of another config ({stored}); use a new --out, or the same config")
+    _check_same_config(config.text, out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(stored, lambda t: t.write_text(config.text))
+    atomic_write(out / "config.yaml", lambda t: t.write_text(config.text))
     remove_orphaned_temporaries(out)  # what a killed run was writing; its finished files are intact
     records = _read_records(out, config.cells)
     todo = [cell for cell in config.cells if cell.id not in records]
@@ -159,6 +157,29 @@ def run_sweep(
     _write_summary(out, config.cells, records)
     _write_steps_and_matrices(out, config.cells, records)
     return pd.read_csv(out / "summary.csv")
+
+
+def collect_sweep(config_path: str | Path, out: str | Path) -> tuple[int, int]:
+    """Write ``summary.csv``, ``steps.csv`` and ``matrices.json`` from the cells an unfinished (say, killed)
+    run of the config has finished, running nothing, so that ``nsr report`` can read them; returns
+    (finished cells, cells in the config). A later ``nsr sweep`` resumes the rest as usual."""
+    config = load_config(config_path)
+    out = Path(out)
+    if not (out / "config.yaml").is_file():
+        raise ConfigError(f"{out} holds no sweep (no config.yaml); run `nsr sweep {config_path} --out {out}` first")
+    _check_same_config(config.text, out)
+    records = _read_records(out, config.cells)
+    if not records:
+        raise ConfigError(f"{out} has no finished cells yet; let `nsr sweep {config_path} --out {out}` run longer")
+    _write_summary(out, config.cells, records)
+    _write_steps_and_matrices(out, config.cells, records)
+    return len(records), len(config.cells)
+
+
+def _check_same_config(text: str, out: Path) -> None:
+    stored = out / "config.yaml"
+    if stored.is_file() and yaml.safe_load(stored.read_text()) != yaml.safe_load(text):
+        raise ConfigError(f"{out} holds the results of another config ({stored}); use a new --out, or the same config")
 
 
 def _results(todo: list[Cell], models: Path, jobs: int, backend: str, address: str | None) -> Iterator[dict]:

@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from analysis.cli import main
 from analysis.report import load_results, theorem1_fit
-from analysis.sweep import run_sweep
+from analysis.sweep import collect_sweep, run_sweep
 from analysis.sweep_config import ConfigError, load_config
 
 
@@ -234,3 +235,28 @@ def test_a_ppo_model_is_keyed_by_what_it_was_trained_on(tmp_path, tiny_sweep):
     keys = {cell.model_key for cell in cells}
     assert len(keys) == len(cells)  # every stratum and seed its own model
     assert keys.isdisjoint(cell.model_key for cell in other_budget)
+
+
+def test_collect_writes_the_tables_of_the_finished_cells_of_an_unfinished_run(tmp_path, tiny_sweep, capsys):
+    config = write(tmp_path, tiny_sweep)
+    out = tmp_path / "results"
+    with pytest.raises(ConfigError, match=r"no config\.yaml"):
+        collect_sweep(config, out)
+    run_sweep(config, out, progress=False)
+    reference_summary, reference_steps = tables(out)
+    missing = load_config(config).cells[4].id
+    kept_steps = reference_steps[reference_steps.cell != missing].reset_index(drop=True)
+    for name in (f"cells/{missing}.json", f"cells/{missing}.steps.csv", "steps.csv", "matrices.json"):
+        (out / name).unlink()  # as a run killed before its last cell and its end-of-run tables leaves it
+    assert collect_sweep(config, out) == (23, 24)
+    summary, steps = tables(out)
+    assert missing not in set(summary.cell)
+    pd.testing.assert_frame_equal(steps, kept_steps)
+    kept = reference_summary[reference_summary.cell != missing].reset_index(drop=True)
+    pd.testing.assert_frame_equal(summary.reset_index(drop=True), kept)
+    assert set(load_results(out).summary.cell) == set(kept.cell)
+    assert main(["sweep", str(config), "--out", str(out), "--collect"]) == 0
+    assert "collected 23 of 24 cells" in capsys.readouterr().out
+    other = write(tmp_path, tiny_sweep.replace("seeds: [0, 1]", "seeds: [0]"), name="other.yaml")
+    with pytest.raises(ConfigError, match="another config"):
+        collect_sweep(other, out)
