@@ -25,6 +25,7 @@ from nsr_env.memories import MEMORIES, make_memory
 from nsr_env.memories.moram import RankOneAtomMemory
 from nsr_env.memories.share import SharedSubspaceMemory, balanced_factors
 from nsr_env.memories.storage import MemoryFileError
+from nsr_env.protection import PROTECTIONS
 from nsr_env.records import Head
 
 MECHANISMS = sorted(MEMORIES)
@@ -37,12 +38,13 @@ def _rewards(env: gym.Env, agent: str, seed: int) -> list[float]:
     return [row["regret"] for row in rows]
 
 
+@pytest.mark.parametrize("protect", sorted(PROTECTIONS))
 @pytest.mark.parametrize("memory", MECHANISMS)
-def test_checkers_pass_without_warnings(memory):
+def test_every_memory_and_protection_pass_the_checkers_without_warnings(memory, protect):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        gymnasium_check_env(gym.make("nsr_env/NSR-Synthetic-v0", memory=memory, **SMALL).unwrapped)
-        sb3_check_env(gym.make("nsr_env/NSR-Synthetic-v0", memory=memory, **SMALL))
+        gymnasium_check_env(gym.make("nsr_env/NSR-Synthetic-v0", memory=memory, protect=protect, **SMALL).unwrapped)
+        sb3_check_env(gym.make("nsr_env/NSR-Synthetic-v0", memory=memory, protect=protect, **SMALL))
 
 
 @pytest.mark.parametrize("memory", MECHANISMS)
