@@ -49,6 +49,7 @@ from nsr_env.memories import make_memory
 from nsr_env.protection import make_protection
 from nsr_env.protection.base import PhaseEnd, PhaseStart
 from nsr_env.records import Evaluation, Head, PhaseParameters, Prediction, StepResult
+from nsr_env.steps import PhaseRows, decision_steps
 
 FRESH, KEEP = "fresh", "keep"
 
@@ -92,10 +93,11 @@ def embed(inputs: torch.Tensor, base: torch.Tensor, kind: str, pool_kind: str) -
 
 @dataclass
 class _Phase:
+    """An open phase; what it trains is the learner's row of its PhaseRows (:meth:`phase_parameters`), where
+    Adam's moments carry across decision steps, copied back into the slot and heads after each step."""
+
     task: int
     slot: int
-    parameters: PhaseParameters  # trained, copied back into the slot and heads after each step
-    optimizer: torch.optim.Optimizer  # one Adam per phase: its moments carry across decision steps
     steps: int = 0
 
 
@@ -114,7 +116,7 @@ class ContinualLearner:
                 f"classes; these tasks have {classes}. Use heads='task'."
             )
         self.tasks = tasks
-        self.pool = POOLS[pool_kind]
+        self.pool, self.pool_kind = POOLS[pool_kind], pool_kind
         self.config = config
         self.generator = torch.Generator().manual_seed(seed)
         in_features, out_features = tasks[0].train_inputs.shape[2], tasks[0].train_base.shape[2]
@@ -134,6 +136,22 @@ class ContinualLearner:
         self.phase: _Phase | None = None
         self._accuracies: dict[int, tuple[tuple, Evaluation]] = {}  # slotless tasks: (what it depended on, result)
         self._eval_sets = [self._eval_set(task) for task in tasks]
+        self.rows, self.row = self.phase_rows(1), 0
+
+    def phase_rows(self, count: int) -> PhaseRows:
+        """Storage for the phase parameters of ``count`` learners like this one (see :meth:`share_rows`)."""
+        classes = max(task.num_classes for task in self.tasks)
+        _, positions, in_features = self.tasks[0].train_inputs.shape
+        out_features = self.slots.B.shape[1]
+        batch = (self.config.batch_size, positions, in_features, out_features)
+        return PhaseRows(count, self.config.rank, in_features, out_features, classes, self.config.lr, batch)
+
+    def share_rows(self, rows: PhaseRows, row: int) -> None:
+        """Train in ``row`` of ``rows``, beside other learners whose decision steps run batched with this one's
+        (:func:`nsr_env.steps.decision_steps`). Only between phases: an open phase keeps its row."""
+        if self.phase is not None:
+            raise RuntimeError(f"the phase of task {self.phase.task} is open: share_rows() only between phases")
+        self.rows, self.row = rows, self._index(row, "row", rows.count)
 
     def _eval_set(self, task: TaskData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A fixed held-out subset, copied once into contiguous tensors (evaluation runs every step); the
@@ -315,10 +333,7 @@ class ContinualLearner:
         if self.config.heads == "slot":
             self.slot_heads[slot] = self.heads[task]
         self.slot_users[slot] = users
-        parameters = PhaseParameters(
-            *(t.clone().requires_grad_() for t in (self.slots.A[slot], self.slots.B[slot], *head))
-        )
-        optimizer = torch.optim.Adam(parameters, lr=self.config.lr, fused=True)
+        parameters = self.rows.load(self.row, PhaseParameters(self.slots.A[slot], self.slots.B[slot], *head))
         data = self.tasks[task]
         others = tuple(sorted(users - {task}))
         A, B = self.slots.A[slot].clone(), self.slots.B[slot].clone()  # the slot as this phase starts
@@ -332,7 +347,7 @@ class ContinualLearner:
                 features=lambda: self._features(data.train_inputs, data.train_base, A, B),
             )
         )
-        self.phase = _Phase(task, slot, parameters, optimizer)
+        self.phase = _Phase(task, slot)
 
     @staticmethod
     def _index(value, name: str, size: int, expected: str = "an integer") -> int:
@@ -346,41 +361,36 @@ class ContinualLearner:
         return index
 
     def decision_step(self) -> StepResult:
-        """``optimizer_steps`` Adam steps on the current task, then its held-out accuracy; (accuracy, loss)."""
-        if self.phase is None:
-            raise RuntimeError("call begin_phase(task, slot, recall) before decision_step()")
-        phase, config = self.phase, self.config
-        data = self.tasks[phase.task]
-        A, B, weight, bias = phase.parameters
-        optimizer = phase.optimizer
-        for step in range(config.optimizer_steps):
-            batch = torch.randint(len(data.train_labels), (config.batch_size,), generator=self.generator)
-            features = self._features(data.train_inputs[batch], data.train_base[batch], A, B)
-            loss = F.cross_entropy(features @ weight.T + bias, data.train_labels[batch])
-            loss = self.protection.loss(loss, features, batch)
-            if not torch.isfinite(loss):
-                self.phase = None  # closed without a write to the memory; the slot keeps its last good state
-                raise TrainingDivergedError(
-                    f"task {data.name}: loss is {loss.item()} at optimizer step {step} of decision step "
-                    f"{phase.steps} in slot {phase.slot}; nothing from this decision step was kept and the phase "
-                    f"was closed without writing to the memory. Check the task's data, or lower lr={config.lr} "
-                    f"(protect={config.protect!r})."
-                )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                self.protection.after_step(phase.parameters)
-        with torch.no_grad():
-            self.slots.A[phase.slot] = A
-            self.slots.B[phase.slot] = B
-        head = Head(weight.detach().clone(), bias.detach().clone())
+        """``optimizer_steps`` Adam steps on the current task, then its held-out accuracy; (accuracy, loss).
+        Learners that step together batch this (:func:`nsr_env.steps.decision_steps`)."""
+        return decision_steps([self])[0]
+
+    def diverged(self, loss: float, step: int) -> None:
+        """Close the phase without a write to the memory (the slot keeps its last good state) and raise."""
+        phase, self.phase = self.phase, None
+        raise TrainingDivergedError(
+            f"task {self.tasks[phase.task].name}: loss is {loss} at optimizer step {step} of decision step "
+            f"{phase.steps} in slot {phase.slot}; nothing from this decision step was kept and the phase was closed "
+            f"without writing to the memory. Check the task's data, or lower lr={self.config.lr} "
+            f"(protect={self.config.protect!r})."
+        )
+
+    def phase_parameters(self) -> PhaseParameters:
+        """What the open phase trains, as views of its row (no gradient): they change with every step."""
+        return self.rows.row_parameters(self.row)
+
+    def close_step(self) -> None:
+        """The decision step's end: the trained parameters copied back into the slot and the heads."""
+        phase = self.phase
+        A, B, weight, bias = self.phase_parameters()
+        self.slots.A[phase.slot] = A
+        self.slots.B[phase.slot] = B
+        head = Head(weight.clone(), bias.clone())
         for user in self.slot_users[phase.slot] if self.config.heads == "slot" else (phase.task,):
             self.heads[user] = head
         if self.config.heads == "slot":
             self.slot_heads[phase.slot] = head
         phase.steps += 1
-        return StepResult(self.evaluate(phase.task).accuracy, loss.item())
 
     def _gradients(self, task: int, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``task``'s mean training-loss gradients through ``slot`` as it is: with respect to the adapted layer's

@@ -19,7 +19,7 @@ from nsr_env.learner import FRESH, ContinualLearner, TaskData
 from nsr_env.paths import cache_dir
 from nsr_env.scenarios import FIELDS, TASK_SOURCES, Scenario, make_scenario
 
-CALIBRATION_FORMAT = 2
+CALIBRATION_FORMAT = 3
 CALIBRATION_EXEMPT = frozenset(
     {"name", "description", "online", "cycles", "schedule", "zipf_exponent", "phase_length", "tolerance", "slots",
      "bank_capacity", "retention", "probe_size", "key", "candidates", "probe_labels"}

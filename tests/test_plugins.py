@@ -95,7 +95,7 @@ class CountingProtection(Protection):
     def begin_phase(self, start):
         CountingProtection.starts.append(start)
 
-    def loss(self, loss, features, batch):
+    def loss(self, loss, features, batch, parameters):
         CountingProtection.losses += 1
         return loss
 

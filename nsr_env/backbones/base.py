@@ -39,6 +39,23 @@ POOLS = {"relu6_mean": relu6_mean, "relu_mean": relu_mean, "identity": single_po
 overwrite ``z``: only for a tensor the caller has just computed."""
 
 
+def _relu6_backward(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.hardtanh_backward(grad, output, 0.0, 6.0)
+
+
+def _relu_backward(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.threshold_backward(grad, output, 0.0)
+
+
+def _identity_backward(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    return grad.expand_as(output)
+
+
+POOL_BACKWARDS = {"relu6_mean": _relu6_backward, "relu_mean": _relu_backward, "identity": _identity_backward}
+"""Each pool is an elementwise nonlinearity, then a mean over positions. Its nonlinearity's backward (torch's own
+kernel), from the gradient (broadcastable) and the nonlinearity's output: for a hand-written backward."""
+
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -55,9 +55,12 @@ class Protection(ABC):
     def begin_phase(self, start: PhaseStart) -> None:
         """Take what the rule needs (snapshots, subspaces) as a phase starts."""
 
-    def loss(self, loss: torch.Tensor, features: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, loss: torch.Tensor, features: torch.Tensor, batch: torch.Tensor, parameters: PhaseParameters
+    ) -> torch.Tensor:
         """The training loss with the rule's term added (``features``: the batch's head features;
-        ``batch``: its indices into the task's training set)."""
+        ``batch``: its indices into the task's training set; ``parameters``: the trained parameters
+        as this step's graph sees them, for a term through them)."""
         return loss
 
     def after_step(self, parameters: PhaseParameters) -> None:  # noqa: B027  (optional: most rules only add a loss)
