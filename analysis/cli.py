@@ -108,8 +108,8 @@ def train_ppo_command(args: argparse.Namespace) -> int:
     timesteps = RECIPE_TIMESTEPS if args.timesteps is None else args.timesteps
     started = time.perf_counter()
     path = train_ppo(
-        args.env, timesteps, args.out, seed=args.seed, n_envs=args.n_envs, agent=name, env_kwargs=env_kwargs,
-        progress_bar=not args.no_progress,
+        args.env, timesteps, args.out, seed=args.seed, n_envs=args.n_envs, vector=args.vector, agent=name,
+        env_kwargs=env_kwargs, progress_bar=not args.no_progress,
     )  # fmt: skip
     elapsed = time.perf_counter() - started
     seed = args.seed + 1
@@ -247,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--n-envs", type=int, default=1, help="parallel environments (subprocesses when > 1)")
+    train.add_argument(
+        "--vector", type=int, default=None, metavar="N",
+        help="N environments batched in this process (the fast way to train on several; instead of --n-envs)",
+    )  # fmt: skip
     train.add_argument("--out", required=True, help="folder for model.zip, config.json, tensorboard, checkpoints")
     train.add_argument(
         "--agent", choices=["maskable_ppo", "ppo", "recurrent_ppo"], default="maskable_ppo",

@@ -216,7 +216,12 @@ def register_scenario(scenario: Scenario, env_id: str | None = None) -> Scenario
     SCENARIOS[scenario.name] = scenario
     ENV_IDS[env_id] = scenario.name
     if env_id not in registry:
-        register(id=env_id, entry_point="nsr_env.envs.nsr:NSREnv", kwargs={"scenario": scenario.name})
+        register(
+            id=env_id,
+            entry_point="nsr_env.envs.nsr:NSREnv",
+            vector_entry_point="nsr_env.envs.vector:NSRVectorEnv",
+            kwargs={"scenario": scenario.name},
+        )
     return scenario
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -49,6 +49,18 @@ from nsr_env.memories import MEMORIES
 from nsr_env.prepared import ScenarioData, prepare
 from nsr_env.recall import Recall
 from nsr_env.scenarios import Scenario, make_scenario
+
+
+class _Placed(NamedTuple):
+    """What :meth:`NSREnv.place` decided, for :meth:`NSREnv.advance`."""
+
+    slot: int
+    recall: int
+    coerced: bool
+    task: int
+    boundary: bool
+    recalled_task: int
+    rank: int
 
 
 @functools.lru_cache(maxsize=8)
@@ -162,12 +174,18 @@ class NSREnv(gym.Env):
         return int(self.phase_tasks[self.phase])
 
     def step(self, action):
+        placed = self.place(action)
+        return self.advance(placed, self.learner.decision_step().accuracy)
+
+    def place(self, action) -> _Placed:
+        """The step up to its decision step: the action checked and, at a boundary, the phase begun. The batched
+        environment runs the decision steps of many environments between :meth:`place` and :meth:`advance`."""
         if self.learner is None:
             raise RuntimeError("call reset() before step()")
         if self.step_index >= self.scenario.num_steps:
             raise RuntimeError("the episode is over (terminated): call reset() to start a new one")
         slot, recall, coerced = self._checked(action)
-        task, boundary, L = self.current_task, self.at_boundary, self.scenario.phase_length
+        task, boundary = self.current_task, self.at_boundary
         recalled_task, rank = -1, -1
         if boundary:
             rank = self.visit_rank
@@ -183,7 +201,14 @@ class NSREnv(gym.Env):
             before = self.learner.evaluate(task).accuracy
             at_once = measures.is_recovered(before, self.visit_target, self.scenario.tolerance)
             self.recovery = 0 if at_once else measures.NOT_RECOVERED
-        self.accuracy = self.learner.decision_step().accuracy
+        return _Placed(slot, recall, coerced, task, boundary, recalled_task, rank)
+
+    def advance(self, placed: _Placed, accuracy: float):
+        """The step after its decision step, given the held-out ``accuracy`` it reached: the same five values
+        as :meth:`step`."""
+        slot, recall, coerced, task, boundary, recalled_task, rank = placed
+        L = self.scenario.phase_length
+        self.accuracy = accuracy
         self.slot_last_trained[self.current_slot] = self.step_index
         steps_into_phase = self.step_index % L + 1
         if self.recovery < 0 and measures.is_recovered(self.accuracy, self.visit_target, self.scenario.tolerance):
