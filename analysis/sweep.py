@@ -207,15 +207,27 @@ def _results(todo: list[Cell], models: Path, jobs: int, backend: str, address: s
                 raise RuntimeError(f"{len(failures)} cell(s) failed, the first {cell.id}: {error}") from error
 
 
+def project_runtime_env() -> dict:
+    """Ray's ``runtime_env`` that ships this project's packages (``nsr_env``, ``agents``, ``analysis``) to every
+    worker of a cluster, so that nodes need only its dependencies installed, not a checkout."""
+    import analysis
+    import nsr_env
+
+    return {"py_modules": [nsr_env, agents, analysis]}
+
+
 def _ray_results(todo: list[Cell], models: Path, address: str | None) -> Iterator[dict]:
     try:
         import ray
     except ImportError:
         raise ConfigError("--backend ray needs Ray: pip install 'nsr-env[distributed]'") from None
     started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(num_cpus=1)(run_cell)
+    if started_here:  # on a cluster the project's code ships with the job; its dependencies must be on every node
+        runtime_env = project_runtime_env() if address else None
+        ray.init(address=address, runtime_env=runtime_env, include_dashboard=False, log_to_driver=False)
+    # a cell whose worker or node dies is run again elsewhere (twice at most); then the sweep stops, and a rerun
+    # resumes it from the cells already written
+    remote = ray.remote(num_cpus=1, max_retries=2)(run_cell)
     pending = [remote.remote(cell, str(models)) for cell in todo]
     try:
         while pending:
