@@ -39,6 +39,7 @@ bench: setup data
 	$(BIN)/python benchmarks/task_library.py
 	$(BIN)/python benchmarks/long_stream.py
 	$(BIN)/python benchmarks/memories.py
+	$(BIN)/python benchmarks/vector_env.py
 
 setup: $(INSTALLED)
 

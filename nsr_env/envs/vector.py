@@ -56,11 +56,10 @@ class NSRVectorEnv(VectorEnv):
             autoreset_mode = None
         if autoreset_mode not in AUTORESET_MODES:
             choices = [mode.value for mode in AUTORESET_MODES]
-            raise ValueError(f"autoreset_mode must be one of {choices} (gymnasium.vector.AutoresetMode)") from None
-        first = NSREnv(scenario, render_mode=render_mode, strict=strict, cache=cache, data_root=data_root, **overrides)
-        self.envs = [first] + [
-            NSREnv(first.scenario, render_mode=render_mode, strict=strict, data=first.data) for _ in range(num_envs - 1)
-        ]
+            raise ValueError(f"autoreset_mode must be one of {choices} (gymnasium.vector.AutoresetMode)")
+        options = {"render_mode": render_mode, "strict": strict, "cache": cache, "data_root": data_root}
+        first = NSREnv(scenario, **options, **overrides)
+        self.envs = [first] + [NSREnv(first.scenario, **options, data=first.data) for _ in range(num_envs - 1)]
         self.num_envs = num_envs
         self.scenario = first.scenario
         self.render_mode = render_mode
