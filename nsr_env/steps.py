@@ -1,8 +1,8 @@
 """Decision steps of several learners as one batched program.
 
 A decision step is ``optimizer_steps`` Adam steps on a batch of the task's cached tensors
-and one held-out evaluation. Its arithmetic is tiny (a rank-4 update on a batch of 16), so
-its time goes to per-operation overhead: autograd, dispatch, the optimizer. Learners that
+and one held-out evaluation. Its training arithmetic is small (a rank-4 update on a batch of
+16), so much of its time went to per-operation overhead: autograd, dispatch, the optimizer. Learners that
 step together therefore keep their phase parameters as rows of one :class:`PhaseRows` (each
 row with its own Adam moments and step count) and run their steps as the same handful of
 batched operations. A single learner is the case of one row, so the single and the batched
@@ -10,8 +10,8 @@ environment run this same code.
 
 The held-out evaluation stays one learner at a time: it is a pass over ``eval_size`` x
 positions x out elements per learner, several times larger than the training batch, and
-neither batching it nor blocking it in cache-sized chunks made it faster on the machines
-measured (docs/design.md, "Batched environment").
+neither batching it nor blocking it in cache-sized chunks made it faster on this machine
+(docs/design.md, "Second stage: the batched environment").
 """
 
 from __future__ import annotations
